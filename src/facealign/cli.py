@@ -1,0 +1,110 @@
+"""The `facealign` command: a thin layer over library functions."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from facealign.data.layouts import DataError
+from facealign.data.pts import PtsError
+from facealign.imageio import ImageLoadError
+
+# Errors caused by user input: printed as one line, exit status 2, no traceback.
+USER_ERRORS = (DataError, PtsError, ImageLoadError, FileNotFoundError, LookupError, ValueError)
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- data
+def cmd_data_summary(args) -> int:
+    from facealign.data.summary import format_summary, summarize_root
+    summary = summarize_root(args.root, args.layout)
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from facealign.data.show import save_grid
+    path = save_grid(args.root, args.split, args.n, args.output, layout=args.layout, protocol=args.box,
+                     size=args.size, seed=args.seed, cache_dir=args.cache_dir)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_boxes(args) -> int:
+    from facealign.data.boxes import BoxCache, DetectorConfig, precompute_boxes
+    from facealign.data.layouts import index_dataset
+    index = index_dataset(args.root, args.layout)
+    images = {r.image for recs in index.splits.values() for r in recs}
+    cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
+    stats = precompute_boxes(images, cache, workers=args.workers, progress=not args.quiet)
+    print(f"boxes: {stats['total']} images, {stats['hits']} cache hits, {stats['detected']} detected, "
+          f"{len(stats['failures'])} failed -> {cache.path}")
+    for path, reason in stats["failures"]:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return 1 if stats["failures"] else 0
+
+
+def cmd_demo(args) -> int:
+    from facealign.demo import run_demo
+    return run_demo(args.data)
+
+
+# ---------------------------------------------------------------- parser
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", type=Path, help="data root (e.g. a 300W folder)")
+    p.add_argument("--layout", default="auto", help="300w, menpo, generic or auto (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facealign", description="68-point facial landmark toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("summary", help="layouts, split counts, missing folders, skipped faces")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_data_summary)
+    p = data.add_parser("show", help="grid of face crops with landmarks drawn")
+    _add_data_args(p)
+    p.add_argument("--split", default="train")
+    p.add_argument("-n", type=int, default=16, help="number of faces")
+    p.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
+    p.add_argument("--box", default="gt", help="box protocol: detector, gt or seed (detector/seed need `facealign boxes`)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_data_show)
+
+    p = sub.add_parser("boxes", help="precompute face-detector boxes into a cache")
+    _add_data_args(p)
+    p.add_argument("--detector", default="dlib")
+    p.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling steps (1 finds faces >= ~40 px)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: beside the data, or ~/.cache if read-only")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_boxes)
+
+    p = sub.add_parser("demo", help="run the main job on the embedded default")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _warn_one_line
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"facealign: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facealign: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

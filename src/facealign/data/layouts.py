@@ -1,0 +1,235 @@
+"""Dataset layouts (300W, Menpo 2D, generic) and their standard splits.
+
+A layout turns a data root into named splits of `FaceRecord`s. Missing subset
+folders produce one warning each, never a crash; asking for a split that ended
+up empty is an error.
+"""
+from __future__ import annotations
+
+import random
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from facealign.data.pts import PtsError, read_pts
+from facealign.data.scheme import NUM_LANDMARKS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # preference order for duplicate stems
+PROFILE_POINTS = 39  # Menpo's profile markup
+
+
+class DataError(ValueError):
+    """A user-facing data problem (empty split, unknown layout...)."""
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One annotated face.
+
+    landmarks: (68, 2) float32, 0-based pixel centres (pixels) in the image.
+    group: faces with the same group come from the same photo and must stay on
+    one side of a train/validation split (AFW stores one file per face).
+    """
+
+    image: Path
+    pts: Path
+    landmarks: np.ndarray = field(repr=False, compare=False)
+    width: int
+    height: int
+    subset: str
+    group: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subset}/{self.pts.stem}"
+
+
+@dataclass
+class DatasetIndex:
+    """What a layout found under a root."""
+
+    root: Path
+    layout: str
+    splits: dict[str, list[FaceRecord]]
+    subset_counts: dict[str, int]
+    missing: list[str]
+    skipped: list[tuple[str, str]]  # (path, reason)
+
+    def split(self, name: str) -> list[FaceRecord]:
+        if name not in self.splits:
+            raise DataError(f"unknown split {name!r} for layout {self.layout}; valid: {', '.join(self.splits)}")
+        records = self.splits[name]
+        if not records:
+            raise DataError(f"split {name!r} of {self.root} is empty (missing: {', '.join(self.missing) or 'none'})")
+        return records
+
+    def records(self, names: str | list[str]) -> list[FaceRecord]:
+        """Concatenate splits given as a list or a '+'-joined string ('train+common')."""
+        names = names.split("+") if isinstance(names, str) else names
+        return [r for n in names for r in self.split(n)]
+
+
+def _group_of(stem: str) -> str:
+    # 300W names faces of one photo '<photo>_<n>'; strip the face number.
+    return re.sub(r"_\d+$", "", stem)
+
+
+def find_image(pts_path: Path) -> tuple[Path | None, list[Path]]:
+    """The image beside a .pts file (by stem), and any other candidates ignored."""
+    found = [pts_path.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
+    found += [pts_path.with_suffix(ext.upper()) for ext in IMAGE_EXTENSIONS]
+    found = [p for p in dict.fromkeys(found) if p.is_file()]
+    return (found[0] if found else None), found[1:]
+
+
+def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = "") -> list[FaceRecord]:
+    """Every image + 68-point .pts pair under `folder` (recursively), sorted by path.
+
+    Unusable files are appended to `skipped` as (path, reason) and left out.
+    """
+    records = []
+    try:
+        pts_files = sorted(folder.rglob("*.pts"))
+    except OSError as e:
+        skipped.append((str(folder), f"unreadable folder: {e}"))
+        return records
+    for pts in pts_files:
+        image, extra = find_image(pts)
+        if image is None:
+            skipped.append((str(pts), "no image with the same name"))
+            continue
+        for other in extra:
+            skipped.append((str(other), f"duplicate stem, using {image.name}"))
+        try:
+            landmarks = read_pts(pts)
+        except PtsError as e:
+            skipped.append((str(pts), str(e)))
+            continue
+        if len(landmarks) != NUM_LANDMARKS:
+            reason = "39-point profile face" if len(landmarks) == PROFILE_POINTS else f"{len(landmarks)} points"
+            skipped.append((str(pts), reason))
+            continue
+        try:
+            with Image.open(image) as im:
+                width, height = im.size
+        except Exception as e:  # any decoder failure means the pair is unusable
+            skipped.append((str(image), f"unreadable image: {e.__class__.__name__}"))
+            continue
+        rel = pts.relative_to(folder).with_suffix("")
+        records.append(FaceRecord(image=image, pts=pts, landmarks=landmarks, width=width, height=height,
+                                  subset=subset, group=f"{group_prefix}{subset}/{_group_of(str(rel))}"))
+    return records
+
+
+def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
+                   splits: dict[str, tuple[str, ...]]) -> DatasetIndex:
+    """Index named subset folders and assemble splits from them.
+
+    subsets: subset name -> candidate relative folders (first existing one wins).
+    splits: split name -> subset names.
+    """
+    found: dict[str, list[FaceRecord]] = {}
+    missing, skipped = [], []
+    for name, candidates in subsets.items():
+        folder = next((root / c for c in candidates if (root / c).is_dir()), None)
+        if folder is None:
+            missing.append(candidates[0])
+            warnings.warn(f"{layout}: folder '{candidates[0]}' not found under {root}; subset '{name}' is empty",
+                          stacklevel=3)
+            found[name] = []
+            continue
+        found[name] = scan_folder(folder, name, skipped)
+    split_records = {s: [r for sub in subs for r in found[sub]] for s, subs in splits.items()}
+    return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped)
+
+
+# 300W (Sagonas et al.): subset -> folder, and the standard splits.
+W300_SUBSETS = {
+    "afw": ("afw",),
+    "helen/trainset": ("helen/trainset",),
+    "lfpw/trainset": ("lfpw/trainset",),
+    "helen/testset": ("helen/testset",),
+    "lfpw/testset": ("lfpw/testset",),
+    "ibug": ("ibug",),
+    "01_Indoor": ("300W/01_Indoor", "01_Indoor"),
+    "02_Outdoor": ("300W/02_Outdoor", "02_Outdoor"),
+}
+W300_SPLITS = {
+    "train": ("afw", "helen/trainset", "lfpw/trainset"),
+    "common": ("helen/testset", "lfpw/testset"),
+    "challenging": ("ibug",),
+    "full": ("helen/testset", "lfpw/testset", "ibug"),
+    "private": ("01_Indoor", "02_Outdoor"),
+}
+MENPO_SUBSETS = {"trainset": ("trainset",), "testset": ("testset",)}
+MENPO_SPLITS = {"train": ("trainset",), "test": ("testset",)}
+
+
+def index_300w(root: Path) -> DatasetIndex:
+    return _index_subsets(root, "300w", W300_SUBSETS, W300_SPLITS)
+
+
+def index_menpo(root: Path) -> DatasetIndex:
+    return _index_subsets(root, "menpo", MENPO_SUBSETS, MENPO_SPLITS)
+
+
+def index_generic(root: Path) -> DatasetIndex:
+    skipped: list = []
+    records = scan_folder(root, "all", skipped)
+    return DatasetIndex(root, "generic", {"all": records}, {"all": len(records)}, [], skipped)
+
+
+LAYOUTS: dict[str, Callable[[Path], DatasetIndex]] = {
+    "300w": index_300w,
+    "menpo": index_menpo,
+    "generic": index_generic,
+}
+
+
+def detect_layout(root: Path) -> str:
+    """Guess the layout from the folders present."""
+    if any((root / c[0]).is_dir() for c in W300_SUBSETS.values()):
+        return "300w"
+    if any((root / c[0]).is_dir() for c in MENPO_SUBSETS.values()):
+        return "menpo"
+    return "generic"
+
+
+def index_dataset(root: str | Path, layout: str = "auto") -> DatasetIndex:
+    """Index a data root with a named layout ('auto' guesses it)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a folder")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
+    return LAYOUTS[layout](root)
+
+
+def split_train_val(records: list[FaceRecord], val_fraction: float = 0.2, seed: int = 0
+                    ) -> tuple[list[FaceRecord], list[FaceRecord]]:
+    """Hold out about `val_fraction` of the faces by *photo group*, deterministically.
+
+    Faces from one photo (same `group`) never straddle the two sides.
+    """
+    groups = sorted({r.group for r in records})
+    random.Random(seed).shuffle(groups)
+    target = val_fraction * len(records)
+    val_groups, count = set(), 0
+    sizes = {g: 0 for g in groups}
+    for r in records:
+        sizes[r.group] += 1
+    for g in groups:
+        if count >= target:
+            break
+        val_groups.add(g)
+        count += sizes[g]
+    train = [r for r in records if r.group not in val_groups]
+    val = [r for r in records if r.group in val_groups]
+    return train, val

@@ -1,0 +1,165 @@
+"""Landmark accuracy metrics: normalised mean error (NME), CED curve, AUC and failure rate.
+
+Pure numpy. Landmarks are float arrays of shape (N, 68, 2) in pixels, (x, y).
+Per-image errors are dimensionless (pixel error / pixel normaliser).
+See docs/metrics.md for the exact definitions.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from facealign.data.scheme import (
+    LEFT_EYE,
+    LEFT_EYE_OUTER,
+    NUM_LANDMARKS,
+    RIGHT_EYE,
+    RIGHT_EYE_OUTER,
+)
+
+# 300W convention (Sagonas et al.): failure / AUC cut-off of 8% of the inter-ocular distance.
+DEFAULT_THRESHOLD = 0.08
+DEFAULT_NORM = "inter_ocular"
+# Points on the CED grid; 1001 gives a step of t/1000, fine enough for plotting.
+DEFAULT_CED_POINTS = 1001
+
+
+def _inter_ocular(gt: np.ndarray) -> np.ndarray:
+    """Distance between the outer eye corners 36 and 45, (N, 68, 2) -> (N,) pixels."""
+    return np.linalg.norm(gt[:, RIGHT_EYE_OUTER] - gt[:, LEFT_EYE_OUTER], axis=-1)
+
+
+def _inter_pupil(gt: np.ndarray) -> np.ndarray:
+    """Distance between eye centres (mean of 36-41 and of 42-47), (N, 68, 2) -> (N,) pixels."""
+    right = gt[:, list(RIGHT_EYE)].mean(axis=1)
+    left = gt[:, list(LEFT_EYE)].mean(axis=1)
+    return np.linalg.norm(right - left, axis=-1)
+
+
+def _bbox_diagonal(gt: np.ndarray) -> np.ndarray:
+    """Diagonal sqrt(w^2 + h^2) of the tight box around the gt points, (N, 68, 2) -> (N,) pixels."""
+    wh = gt.max(axis=1) - gt.min(axis=1)
+    return np.hypot(wh[:, 0], wh[:, 1])
+
+
+NORMALIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "inter_ocular": _inter_ocular,
+    "inter_pupil": _inter_pupil,
+    "bbox_diagonal": _bbox_diagonal,
+}
+
+
+def get_normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Look up a normaliser by name; an unknown name raises ValueError listing the valid ones."""
+    try:
+        return NORMALIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown normaliser {name!r}; valid names: {', '.join(sorted(NORMALIZERS))}"
+        ) from None
+
+
+def _as_landmarks(a, what: str) -> np.ndarray:
+    """Return `a` as float (N, 68, 2); a single (68, 2) face is promoted to N=1."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1:] != (NUM_LANDMARKS, 2):
+        raise ValueError(f"{what} must have shape (N, {NUM_LANDMARKS}, 2) or ({NUM_LANDMARKS}, 2), got {a.shape}")
+    return a
+
+
+def _as_errors(errors) -> np.ndarray:
+    """Return per-image errors as a non-empty, finite, non-negative 1-D float array."""
+    e = np.asarray(errors, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0:
+        raise ValueError(f"errors must be a non-empty 1-D array, got shape {e.shape}")
+    if not np.all(np.isfinite(e)) or np.any(e < 0):
+        raise ValueError("errors must be finite and non-negative")
+    return e
+
+
+def _check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not (np.isfinite(t) and t > 0):
+        raise ValueError(f"threshold must be a positive finite number, got {threshold!r}")
+    return t
+
+
+def per_image_nme(pred, gt, norm: str = DEFAULT_NORM) -> np.ndarray:
+    """Normalised mean error per image.
+
+    pred, gt: (N, 68, 2) or (68, 2) pixels. Returns (N,) dimensionless errors:
+    mean over the 68 points of ||pred - gt||_2, divided by NORMALIZERS[norm](gt).
+    A zero normaliser (degenerate gt) raises ValueError rather than returning inf.
+    """
+    normalizer = get_normalizer(norm)
+    pred, gt = _as_landmarks(pred, "pred"), _as_landmarks(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
+    d = normalizer(gt)
+    bad = np.flatnonzero(~(d > 0))  # also catches NaN
+    if bad.size:
+        raise ValueError(f"{norm} normaliser is zero or invalid for image(s) {bad.tolist()}")
+    return np.linalg.norm(pred - gt, axis=-1).mean(axis=1) / d
+
+
+def auc(errors, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """Area under the CED curve on [0, t], divided by t (so 1.0 is perfect).
+
+    Closed form: CED(x) = mean_i 1[e_i <= x], so swapping the mean and the integral,
+        (1/t) * int_0^t CED(x) dx = mean_i (1/t) * int_0^t 1[e_i <= x] dx
+                                  = mean_i (t - min(e_i, t)) / t
+                                  = mean_i (1 - min(e_i, t) / t).
+    This is exact, unlike trapezoid integration of a sampled step function.
+    """
+    e, t = _as_errors(errors), _check_threshold(threshold)
+    return float(np.mean(1.0 - np.minimum(e, t) / t))
+
+
+def failure_rate(errors, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """Fraction of images with error strictly greater than the threshold (e == t is a success)."""
+    e, t = _as_errors(errors), _check_threshold(threshold)
+    return float(np.mean(e > t))
+
+
+def ced_curve(
+    errors, threshold: float = DEFAULT_THRESHOLD, num: int = DEFAULT_CED_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative error distribution sampled on x = linspace(0, t, num).
+
+    Returns (x, y), both (num,): y[k] = fraction of errors <= x[k].
+    """
+    e, t = _as_errors(errors), _check_threshold(threshold)
+    if num < 2:
+        raise ValueError(f"num must be >= 2, got {num}")
+    x = np.linspace(0.0, t, num)
+    # searchsorted(..., "right") counts the errors <= x in O((n + num) log n).
+    y = np.searchsorted(np.sort(e), x, side="right") / e.size
+    return x, y
+
+
+def summarize(errors, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Summary statistics of per-image errors.
+
+    Keys: n (images), nme (mean), nme_median, auc, fr (failure rate), threshold.
+    Values are plain Python numbers, so the dict is JSON-serialisable.
+    """
+    e, t = _as_errors(errors), _check_threshold(threshold)
+    return {
+        "n": int(e.size),
+        "nme": float(e.mean()),
+        "nme_median": float(np.median(e)),
+        "auc": auc(e, t),
+        "fr": failure_rate(e, t),
+        "threshold": t,
+    }
+
+
+def evaluate_landmarks(
+    pred, gt, norm: str = DEFAULT_NORM, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[np.ndarray, dict]:
+    """Per-image NME (N,) and its summary dict; the summary also records `norm`."""
+    errors = per_image_nme(pred, gt, norm)
+    return errors, {**summarize(errors, threshold), "norm": norm}
