@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="dlib")
     p.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling steps (1 finds faces >= ~40 px)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cache-dir", type=Path, default=None, help="default: beside the data, or ~/.cache if read-only")
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: ~/.cache/facealign/<root>-<hash> (or $FACEALIGN_CACHE)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_boxes)
 

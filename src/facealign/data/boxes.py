@@ -135,13 +135,15 @@ class DetectorConfig:
 
 
 def default_cache_dir(root: Path) -> Path:
-    """`<root>/.facealign_cache` if the data root is writable, else a per-root user cache folder."""
+    """A per-root folder in the user cache ($FACEALIGN_CACHE or ~/.cache/facealign).
+
+    Never beside the data by default: data folders are often shared or read-only
+    (and root ignores read-only bits). Pass a cache folder to keep it beside the data.
+    """
     root = Path(root).resolve()
-    if os.access(root, os.W_OK):
-        return root / ".facealign_cache"
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "facealign" / f"{root.name}-{digest}"
+    base = Path(os.environ.get("FACEALIGN_CACHE", Path.home() / ".cache" / "facealign"))
+    return base / f"{root.name}-{digest}"
 
 
 def _stamp(path: Path) -> list[int]:

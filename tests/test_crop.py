@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from facealign.data.boxes import landmark_box
+from facealign.data.cache import CacheSpec, build_crop_cache
+from facealign.data.crop import CropTransform, crop_face
+from facealign.data.dataset import CachedFaces
+from facealign.data.layouts import index_dataset
+from facealign.data.scheme import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
+from facealign.data.transforms import AugmentConfig, random_geometry
+
+
+def test_crop_inverse_round_trip(rng):
+    for _ in range(50):
+        box = np.sort(rng.uniform(-50, 900, 4).reshape(2, 2), axis=0).T.reshape(-1)[[0, 2, 1, 3]]
+        box[2:] += 5  # non-degenerate
+        t = CropTransform.from_box(box, context=rng.uniform(0, 0.5))
+        m, _ = random_geometry(rng, AugmentConfig())
+        t = t.then(m)
+        pts = rng.uniform(-100, 1000, (68, 2))
+        back = t.to_image(t.to_crop(pts))
+        assert np.abs(back - pts).max() < 1e-3
+
+
+def test_box_maps_to_centred_square():
+    t = CropTransform.from_box(np.array([10, 20, 110, 70.0]), context=0.0)
+    # the box centre is the crop centre; the longer side (100 px) spans the crop
+    np.testing.assert_allclose(t.to_crop(np.array([[60, 45], [10, 45], [110, 45]])), [[.5, .5], [0, .5], [1, .5]], atol=1e-6)
+
+
+def test_warp_puts_pixels_where_the_landmarks_go():
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[120, 80] = 255  # a single bright pixel at x=80, y=120
+    box = np.array([40.0, 90.0, 160.0, 170.0])
+    size = 240  # 120 px box * 1.1 context -> 132 px crop scaled up to 240: about 1.8 px per source pixel
+    crop, coords, t = crop_face(img, box, np.array([[80.0, 120.0]]), size=size)
+    j, i = coords[0] * size - 0.5
+    peak = np.unravel_index(crop[..., 0].argmax(), crop.shape[:2])
+    assert abs(peak[0] - i) <= 1 and abs(peak[1] - j) <= 1
+
+
+def test_dataset_augmentation_moves_image_and_landmarks_together(tmp_path, rng):
+    root = tmp_path / "g"
+    root.mkdir()
+    img = np.full((160, 160, 3), 40, np.uint8)
+    from facealign.data.synthetic import template_shape
+    pts = template_shape() * 90 + 35
+    # paint the two outer eye corners in different colours
+    for idx, colour in ((RIGHT_EYE_OUTER, (255, 0, 0)), (LEFT_EYE_OUTER, (0, 0, 255))):
+        x, y = np.round(pts[idx]).astype(int)
+        img[y - 2:y + 3, x - 2:x + 3] = colour
+    pts[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER]] = np.round(pts[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER]])
+    from PIL import Image
+    Image.fromarray(img).save(root / "f_1.png")
+    from facealign.data.pts import write_pts
+    write_pts(root / "f_1.pts", pts)
+    recs = index_dataset(root, "generic").split("all")
+    cache = build_crop_cache(recs, landmark_box(recs[0].landmarks)[None], CacheSpec(size=96), tmp_path / "c", False)
+    ds = CachedFaces(cache, augment=AugmentConfig(flip_prob=0.5, brightness=0, contrast=0), seed=3)
+    flips = 0
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        crop, coords = ds.sample(0)
+        px = coords * 96 - 0.5
+        r = crop[..., 0] - crop[..., 2]
+        red = np.unravel_index(r.argmax(), r.shape)[::-1]
+        blue = np.unravel_index((-r).argmax(), r.shape)[::-1]
+        # the red patch is the subject's right outer corner; after a flip it must be labelled LEFT_EYE_OUTER
+        flipped = red[0] > blue[0]
+        flips += flipped
+        right_idx, left_idx = (LEFT_EYE_OUTER, RIGHT_EYE_OUTER) if flipped else (RIGHT_EYE_OUTER, LEFT_EYE_OUTER)
+        assert np.abs(px[right_idx] - red).max() <= 2.5
+        assert np.abs(px[left_idx] - blue).max() <= 2.5
+        # labels stay anatomical: the subject's right eye is always on the image left
+        assert coords[RIGHT_EYE_OUTER, 0] < coords[LEFT_EYE_OUTER, 0]
+    assert 0 < flips < 12
+
+
+def test_cached_crop_equals_direct_crop(fixture_300w, tmp_path):
+    recs = index_dataset(fixture_300w).split("train")
+    boxes = np.stack([landmark_box(r.landmarks) for r in recs])
+    cache = build_crop_cache(recs, boxes, CacheSpec(size=64), tmp_path / "c", progress=False)
+    ds = CachedFaces(cache)
+    from facealign.imageio import load_rgb
+    for i, r in enumerate(recs):
+        crop, coords = ds.sample(i)
+        direct, direct_coords, _ = crop_face(load_rgb(r.image), boxes[i], r.landmarks, 64)
+        np.testing.assert_allclose(coords, direct_coords, atol=1e-5)
+        assert np.abs(crop * 255 - direct).mean() < 1.0
+        np.testing.assert_allclose(cache.crop_transform(i).to_image(coords), r.landmarks, atol=1e-3)
+    # reuse: same inputs give the same cache without rebuilding
+    again = build_crop_cache(recs, boxes, CacheSpec(size=64), tmp_path / "c", progress=False)
+    assert again.keys == cache.keys
+
+
+def test_truncated_cache_is_rebuilt(fixture_300w, tmp_path):
+    recs = index_dataset(fixture_300w).split("common")
+    boxes = np.stack([landmark_box(r.landmarks) for r in recs])
+    expected = np.array(build_crop_cache(recs, boxes, CacheSpec(size=32), tmp_path / "c", progress=False).images)
+    path = next((tmp_path / "c").glob("*.u8"))
+    path.write_bytes(path.read_bytes()[:100])
+    rebuilt = build_crop_cache(recs, boxes, CacheSpec(size=32), tmp_path / "c", progress=False)
+    np.testing.assert_array_equal(np.asarray(rebuilt.images), expected)
+
+
+@pytest.mark.parametrize("size", [32, 128, 224])
+def test_cache_size_is_pixel_aligned(size):
+    spec = CacheSpec(size=size)
+    assert (spec.cache_size - size) % 2 == 0 and spec.cache_size >= size * 1.4
