@@ -48,6 +48,48 @@ def cmd_boxes(args) -> int:
     return 1 if stats["failures"] else 0
 
 
+def _overrides(args) -> dict:
+    """Explicit flags plus `--set key=value` pairs (values parsed as JSON when possible)."""
+    import json
+    values = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values
+
+
+def cmd_train(args) -> int:
+    from facealign.train import make_config, train
+    cfg = make_config(args.preset, **_overrides(args))
+    summary = train(cfg, resume=args.resume)
+    print(f"{cfg.name}: best validation NME {summary['best_val_nme']:.4f} -> {cfg.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from facealign.evaluate import evaluate, load_predictor
+    predictor = load_predictor(args.model)
+    results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir)
+    for split, s in results.items():
+        print(f"{s['model']} on {split} ({s['n']} faces, {s['box_protocol']} boxes, {s['no_detection']} without "
+              f"detection): NME {s['nme']:.4f}  AUC@{s['threshold']} {s['auc']:.4f}  FR@{s['threshold']} {s['fr']:.4f}")
+    print(f"outputs in {args.output}")
+    return 0
+
+
+def cmd_experiments(args) -> int:
+    from facealign.experiments import run_grid
+    rows = run_grid(str(args.data), args.output, args.preset, args.only, args.best, tuple(args.split), args.box,
+                    with_dlib=not args.no_dlib, **_overrides(args))
+    print(f"{len(rows)} rows -> {args.output / 'results.md'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from facealign.demo import run_demo
     return run_demo(args.data)
@@ -57,6 +99,24 @@ def cmd_demo(args) -> int:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data root (e.g. a 300W folder)")
     p.add_argument("--layout", default="auto", help="300w, menpo, generic or auto (default)")
+
+
+TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
+               "max_steps", "device", "train_box", "val_box", "cache_dir")
+
+
+def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    if not grid:
+        p.add_argument("--backbone")
+        p.add_argument("--head")
+        p.add_argument("--loss")
+        p.add_argument("--out", help="parent folder of run folders (default runs/)")
+    for name, kind in (("epochs", int), ("batch_size", int), ("size", int), ("lr", float), ("workers", int),
+                       ("seed", int), ("max_steps", int)):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    for name in ("init", "device", "train_box", "val_box", "cache_dir"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any TrainConfig field")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +146,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="default: ~/.cache/facealign/<root>-<hash> (or $FACEALIGN_CACHE)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_boxes)
+
+    p = sub.add_parser("train", help="train one model (resumable)")
+    p.add_argument("--data", type=str, required=True)
+    p.add_argument("--preset", default=None, help="seed (the study: 224 px, batch 64, 40 epochs) or cpu")
+    p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint or dlib on data splits")
+    p.add_argument("--model", required=True, help="checkpoint path, or 'dlib'")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", nargs="+", default=["common"])
+    p.add_argument("--box", default="detector", help="box protocol: detector (default), gt, seed")
+    p.add_argument("-o", "--output", type=Path, default=Path("results/eval"))
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiments", help="the study's 12-run grid plus dlib (resumable)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss}")
+    p.add_argument("--best", action="store_true", help="only efficientnet_b0-heatmap-mse")
+    p.add_argument("--split", nargs="+", default=["common"])
+    p.add_argument("--box", default="detector")
+    p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"))
+    _add_train_flags(p, grid=True)
+    p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default")
     p.add_argument("--data", type=Path, default=Path("../shared/data/300W"))

@@ -1,0 +1,1 @@
+"""Non-learned-here baselines run through the same evaluation harness."""

@@ -1,0 +1,306 @@
+"""Training: config, presets, a readable loop, checkpoints and exact resume.
+
+Determinism: shuffling (DistributedSampler seeded with `seed`, reshuffled per
+epoch), augmentation (a function of seed, epoch, index) and torch's RNG (reseeded
+at every epoch start) depend only on the config and the epoch number, so a run
+resumed from its last epoch checkpoint ends with the same metrics as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from facealign.data.boxes import BoxCache, DetectorConfig, boxes_for
+from facealign.data.cache import CacheSpec, build_crop_cache
+from facealign.data.dataset import CachedFaces
+from facealign.data.layouts import index_dataset, split_train_val
+from facealign.data.transforms import AugmentConfig
+from facealign.io import atomic_path, atomic_write_json, atomic_write_text
+from facealign.losses import build_loss, compute_loss
+from facealign.metrics import per_image_nme
+from facealign.models import build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training default lives here; the CLI and presets override fields."""
+
+    data: str = "../shared/data/300W"
+    layout: str = "auto"
+    train_split: str = "train"
+    val_fraction: float = 0.2
+    backbone: str = "efficientnet_b0"
+    head: str = "heatmap"
+    loss: str = "mse"
+    feature_index: int = -1
+    init: str | None = None
+    size: int = 224  # network input, pixels
+    batch_size: int = 64
+    epochs: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    sigma: float = 1.0  # heatmap Gaussian std, in heatmap cells
+    train_box: str = "seed"  # the study's training boxes
+    val_box: str = "detector"  # model selection on honest boxes
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    workers: int = 1
+    device: str = "auto"
+    cache_dir: str | None = None
+    max_steps: int | None = None  # steps per epoch cap (tests, smoke runs)
+    out: str = "runs"
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}-{self.head}-{self.loss}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+
+# Presets override TrainConfig fields. `cpu` is sized for the 12-run grid on 2 CPU cores (README).
+PRESETS: dict[str, dict] = {
+    "seed": {"size": 224, "batch_size": 64, "epochs": 40},
+    "cpu": {"size": 128, "batch_size": 32, "epochs": 12},
+}
+
+# Fields that may differ when resuming (they do not change what is computed).
+RESUME_FREE = {"workers", "device", "cache_dir", "out", "data"}
+
+
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    values = {**PRESETS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if isinstance(values.get("augment"), dict):
+        values["augment"] = AugmentConfig(**values["augment"])
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+    return TrainConfig(**values)
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
+
+
+def environment() -> dict:
+    import timm
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"git_commit": commit, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.is_available(),
+            "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
+            "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------- data
+def prepare_data(cfg: TrainConfig, progress: bool = True):
+    """Crop caches for the train and validation parts of the training pool."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = index_dataset(cfg.data, cfg.layout)
+    train, val = split_train_val(index.records(cfg.train_split), cfg.val_fraction, cfg.seed)
+    box_cache = BoxCache(cfg.data, cfg.cache_dir, DetectorConfig())
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
+    spec = CacheSpec(size=cfg.size)
+    caches = []
+    for records, protocol in ((train, cfg.train_box), (val, cfg.val_box)):
+        boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
+        caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
+    box_cache.save()
+    return caches[0], caches[1], val
+
+
+# ---------------------------------------------------------------- loop
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Cosine decay from cfg.lr to 0 over `total` steps (per-step schedule)."""
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+@torch.no_grad()
+def predict_normalised(model, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """(N, 3, S, S) normalised images -> (N, K, 2) normalised crop coords."""
+    model.eval()
+    out = [model(images[i:i + batch_size])["coords"].float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def validate(model, val_ds: CachedFaces, val_records, device) -> float:
+    """Mean inter-ocular NME on the validation faces, in original image pixels."""
+    batch = torch.stack([val_ds[i]["image"] for i in range(len(val_ds))]).to(device)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    coords = predict_normalised(model, batch)
+    pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
+    gt = np.stack([r.landmarks for r in val_records])
+    return float(per_image_nme(pred, gt).mean())
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
+    now = config_dict(cfg)
+    diff = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume: config differs from the checkpoint's in {detail}")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train one model; returns the final summary (also written to run_dir/final.json)."""
+    from tqdm import tqdm
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    main_proc = rank == 0
+    device = _device(cfg)
+    run_dir = cfg.run_dir
+    loss_spec = build_loss(cfg.head, cfg.loss)  # rejects a mismatched pair before any work
+
+    if main_proc:
+        train_cache, val_cache, val_records = prepare_data(cfg, progress)
+    if distributed:
+        dist.barrier()  # rank 0 built the caches; the others now find them
+    if not main_proc:
+        train_cache, val_cache, val_records = prepare_data(cfg, progress=False)
+    train_ds = CachedFaces(train_cache, augment=cfg.augment, seed=cfg.seed)
+    val_ds = CachedFaces(val_cache)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    per_rank_batch = cfg.batch_size // world
+    loader = DataLoader(train_ds, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
+                        drop_last=True, persistent_workers=False)
+    steps_per_epoch = len(loader) if cfg.max_steps is None else min(cfg.max_steps, len(loader))
+    total_steps = steps_per_epoch * cfg.epochs
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.backbone, cfg.head, init=cfg.init, feature_index=cfg.feature_index)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best, history = 0, float("inf"), []
+    last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path)
+        check_resume_compatible(ckpt["config"], cfg)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_nme"], ckpt["history"]
+    elif main_proc and run_dir.exists() and (run_dir / "metrics.jsonl").exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    if main_proc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
+                                                    "world_size": world})
+        # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    writer = _tensorboard(run_dir) if main_proc else None
+
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc. independent of resume point
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        net.train()
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(total=steps_per_epoch, desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not (progress and main_proc), leave=False)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            global_step = epoch * steps_per_epoch + step
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(cfg, global_step, total_steps)
+            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            coords = batch["coords"].to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                outputs = net(images)
+            loss = compute_loss(loss_spec, {k: v.float() for k, v in outputs.items()}, coords, cfg.sigma)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                         f"the last good checkpoint is {last_path}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(images) * world
+            loss_sum += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.time() - t0):.1f}")
+            bar.update()
+        bar.close()
+        if distributed:
+            dist.barrier()
+        if main_proc:
+            val_nme = validate(model, val_ds, val_records, device)
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps_per_epoch, 1), "val_nme": val_nme,
+                      "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / (time.time() - t0),
+                      "epoch_s": time.time() - t0}
+            history.append(record)
+            improved = val_nme < best
+            best = min(best, val_nme)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                     "best_val_nme": best, "history": history, "config": config_dict(cfg)}
+            if improved:
+                save_checkpoint(best_path, **state)
+            save_checkpoint(last_path, **state)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for k in ("train_loss", "val_nme", "lr", "img_per_s"):
+                    writer.add_scalar(k, record[k], epoch + 1)
+            if progress:
+                print(f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} "
+                      f"val NME {val_nme:.4f} ({record['img_per_s']:.1f} img/s)", flush=True)
+        if distributed:
+            dist.barrier()
+    summary = {"name": cfg.name, "best_val_nme": best, "epochs": cfg.epochs, "history": history}
+    if main_proc:
+        atomic_write_json(run_dir / "final.json", summary)
+    if writer is not None:
+        writer.close()
+    if distributed:
+        dist.destroy_process_group()
+    return summary
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
