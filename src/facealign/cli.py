@@ -65,7 +65,7 @@ def _overrides(args) -> dict:
 
 def cmd_train(args) -> int:
     from facealign.train import make_config, train
-    cfg = make_config(args.preset, **_overrides(args))
+    cfg = make_config(args.preset, data=args.data, **_overrides(args))
     summary = train(cfg, resume=args.resume)
     print(f"{cfg.name}: best validation NME {summary['best_val_nme']:.4f} -> {cfg.run_dir}")
     return 0

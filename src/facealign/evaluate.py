@@ -26,6 +26,7 @@ class TorchPredictor:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", which: str = "model"):
         from facealign.train import load_checkpoint
+        torch.set_flush_denormal(True)  # denormals slow CPU inference badly
         ckpt = load_checkpoint(Path(checkpoint))
         cfg = ckpt["config"]
         self.name = f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}"

@@ -63,7 +63,7 @@ def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None,
                                        out=str(out / "runs"), **overrides)
         t0 = time.time()
         if not (cfg.run_dir / "final.json").is_file():
-            train(cfg, resume=(cfg.run_dir / "checkpoint_last.pt").is_file(), progress=progress)
+            train(cfg, resume=True, progress=progress)
         predictor = TorchPredictor(cfg.run_dir / "checkpoint_best.pt")
         rows.append(_row(predictor, evaluate(predictor, data, list(test_splits), protocol, out / "per_experiment",
                                              progress=progress), cfg.size, out, curves, time.time() - t0))
