@@ -78,9 +78,9 @@ def test_feature_index_minus_two_halves_stride():
 
 
 def test_registry_and_errors():
-    assert set(HEADS) == {"heatmap", "regression"}
+    assert set(HEADS) == {"heatmap", "regression", "fpn"}
     assert isinstance(build_model("efficientnet_b0", "regression").head, RegressionHead)
-    with pytest.raises(ValueError, match="heatmap, regression"):
+    with pytest.raises(ValueError, match="fpn, heatmap, regression"):
         build_model("efficientnet_b0", "transformer")
     with pytest.raises(ValueError, match="efficientnet_b0"):
         build_backbone("no_such_net")
@@ -185,3 +185,14 @@ def test_lite0_classifies_known_images():
     assert set(range(281, 286)) & set(probs[1].topk(5).indices.tolist())
     # A trained net is confident; a random one is near uniform (1/1000).
     assert probs[0].max() > 0.3 and random_probs.max() < 0.05
+
+
+def test_fpn_head_fuses_three_levels_at_stride_8():
+    from facealign.losses import build_loss, compute_loss
+    model = build_model("efficientnet_b0", "fpn")
+    assert model.backbone.level_strides == [8, 16, 32]
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["heatmaps"].shape == (2, 68, 8, 8) and out["coords"].shape == (2, 68, 2)
+    loss = compute_loss(build_loss("heatmap", "integral"), out, torch.rand(2, 68, 2))
+    loss.backward()
+    assert model.head.lateral[0].weight.grad.abs().sum() > 0

@@ -8,52 +8,19 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from facealign.data.boxes import BoxCache, boxes_for
-from facealign.data.crop import CropTransform
 from facealign.data.layouts import index_dataset
-from facealign.data.transforms import normalize
 from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json
 from facealign.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
-from facealign.models import build_model
 from facealign.report import plot_ced, write_per_image_csv
 
 
-class TorchPredictor:
-    """A trained checkpoint: predict(image RGB uint8, boxes (N, 4)) -> (N, 68, 2) image pixels."""
-
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", which: str = "model"):
-        from facealign.train import load_checkpoint
-        torch.set_flush_denormal(True)  # denormals slow CPU inference badly
-        ckpt = load_checkpoint(Path(checkpoint))
-        cfg = ckpt["config"]
-        self.name = f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}"
-        self.input_size = cfg["size"]
-        self.config = cfg
-        self.device = torch.device(device)
-        self.model = build_model(cfg["backbone"], cfg["head"], feature_index=cfg["feature_index"])
-        self.model.load_state_dict(ckpt[which])
-        self.model.to(self.device).eval()
-
-    def crops(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, list[CropTransform]]:
-        transforms = [CropTransform.from_box(b) for b in boxes]
-        batch = np.stack([normalize(t.warp(image, self.input_size)) for t in transforms])
-        return torch.from_numpy(batch), transforms
-
-    @torch.no_grad()
-    def predict_crops(self, batch: torch.Tensor) -> np.ndarray:
-        """(B, 3, S, S) normalised crops -> (B, 68, 2) normalised coords."""
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(x)["coords"].float().cpu().numpy()
-
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        if len(boxes) == 0:
-            return np.zeros((0, 68, 2), np.float32)
-        batch, transforms = self.crops(image, boxes)
-        coords = self.predict_crops(batch)
-        return np.stack([t.to_image(c) for t, c in zip(transforms, coords)])
+def TorchPredictor(model: str | Path, device: str = "cpu"):
+    """A trained checkpoint or packaged model behind the evaluation interface (`predict(image, boxes)`)."""
+    from facealign.predict import LandmarkRunner
+    return LandmarkRunner(model, device)
 
 
 def _dlib_predictor(device: str = "cpu"):
@@ -68,8 +35,6 @@ PREDICTORS: dict[str, Callable] = {"dlib": _dlib_predictor}
 def load_predictor(model: str, device: str = "cpu"):
     if model in PREDICTORS:
         return PREDICTORS[model](device)
-    if not Path(model).is_file():
-        raise FileNotFoundError(f"model {model!r} is neither a checkpoint file nor one of: {', '.join(PREDICTORS)}")
     return TorchPredictor(model, device)
 
 

@@ -144,6 +144,11 @@ class LossSpec:
     name: str
     head: str
     fn: Callable[[Tensor, Tensor], Tensor]
+    inputs: str = ""  # "coords" or "maps"; defaults to the head's natural output
+
+    @property
+    def uses(self) -> str:
+        return self.inputs or {"regression": "coords", "heatmap": "maps"}[self.head]
 
     @property
     def key(self) -> str:
@@ -159,6 +164,9 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("mse", "heatmap", heatmap_mse),
         LossSpec("bce", "heatmap", heatmap_bce),
         LossSpec("focal", "heatmap", heatmap_focal),
+        # Integral regression (Sun et al. 2018): Wing on the heatmap head's soft-argmax
+        # coordinates, so the decoded position itself is trained and carries no centre bias.
+        LossSpec("integral", "heatmap", wing_loss, inputs="coords"),
     )
 }
 
@@ -196,7 +204,7 @@ def _heatmap_pair(outputs, coords, sigma):
 
 
 # Head -> (outputs, target coords, sigma) -> (prediction, target) for spec.fn.
-_PAIRS: dict[str, Callable] = {"regression": _regression_pair, "heatmap": _heatmap_pair}
+_PAIRS: dict[str, Callable] = {"coords": _regression_pair, "maps": _heatmap_pair}
 
 
 def compute_loss(spec: LossSpec, outputs: dict[str, Tensor], target_coords: Tensor,
@@ -213,5 +221,5 @@ def compute_loss(spec: LossSpec, outputs: dict[str, Tensor], target_coords: Tens
             f"loss {spec.key!r} is for the {spec.head} head but the outputs come from a "
             f"{produced} head; valid losses for it: {', '.join(loss_names(produced))}"
         )
-    prediction, target = _PAIRS[spec.head](outputs, target_coords, sigma)
+    prediction, target = _PAIRS[spec.uses](outputs, target_coords, sigma)
     return spec.fn(prediction, target)

@@ -33,7 +33,7 @@ from facealign.data.transforms import AugmentConfig
 from facealign.io import atomic_path, atomic_write_json, atomic_write_text
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
-from facealign.models import build_model
+from facealign.models import HEADS, build_model
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,13 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
     return TrainConfig(**values)
+
+
+def head_kind(head: str) -> str:
+    """The loss family of a head name ('fpn' is a heatmap head)."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    return HEADS[head].kind
 
 
 def config_dict(cfg: TrainConfig) -> dict:
@@ -191,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     main_proc = rank == 0
     device = _device(cfg)
     run_dir = cfg.run_dir
-    loss_spec = build_loss(cfg.head, cfg.loss)  # rejects a mismatched pair before any work
+    loss_spec = build_loss(head_kind(cfg.head), cfg.loss)  # rejects a mismatched pair before any work
 
     if main_proc:
         train_cache, val_cache, val_records = prepare_data(cfg, progress)

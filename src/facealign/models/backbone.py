@@ -45,34 +45,38 @@ class Backbone(nn.Module):
         body: the timm model; its state_dict keys are plain timm keys.
     """
 
-    def __init__(self, name: str, feature_index: int = -1):
+    def __init__(self, name: str, feature_index: int | tuple[int, ...] = -1):
         super().__init__()
         if not timm.is_model(name):
             raise ValueError(
                 f"unknown backbone {name!r}; the study uses {', '.join(STUDY_BACKBONES)} "
                 "(any timm model name with features_only support is accepted)"
             )
+        self.multi = isinstance(feature_index, (tuple, list))
+        indices = tuple(feature_index) if self.multi else (feature_index,)
         try:
             # pretrained=False always: weights come from local files only (see module doc).
-            self.body = timm.create_model(
-                name, features_only=True, pretrained=False, out_indices=(feature_index,)
-            )
+            self.body = timm.create_model(name, features_only=True, pretrained=False, out_indices=indices)
         except IndexError as err:  # timm's message for a bad index is a bare IndexError
             raise ValueError(f"feature_index {feature_index} out of range for {name!r}") from err
         info = self.body.feature_info
         self.name = name
         self.feature_index = feature_index
-        self.channels: int = int(info.channels()[-1])
-        self.stride: int = int(info.reduction()[-1])
+        # Per requested level (shallow to deep), and for the deepest one.
+        self.level_channels: list[int] = [int(c) for c in info.channels()]
+        self.level_strides: list[int] = [int(r) for r in info.reduction()]
+        self.channels: int = self.level_channels[-1]
+        self.stride: int = self.level_strides[-1]
         # Input normalisation the architecture's original weights expect (informative:
         # e.g. tf_efficientnet_lite0 wants mean = std = 0.5, not the ImageNet values).
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
         self.mean: tuple[float, ...] = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std: tuple[float, ...] = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 
-    def forward(self, images: Tensor) -> Tensor:
-        # features_only models return a list, one entry per out index; we asked for one.
-        return self.body(images)[-1]
+    def forward(self, images: Tensor) -> Tensor | list[Tensor]:
+        """The chosen map, or a list of maps (shallow to deep) when several indices were asked for."""
+        feats = self.body(images)
+        return feats if self.multi else feats[-1]
 
 
 # --------------------------------------------------------------------------- weights

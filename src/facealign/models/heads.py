@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .backbone import Backbone, build_backbone
 from .heatmap import soft_argmax
 
-__all__ = ["RegressionHead", "HeatmapHead", "HEADS", "LandmarkModel", "build_model"]
+__all__ = ["RegressionHead", "HeatmapHead", "FPNHeatmapHead", "HEADS", "LandmarkModel", "build_model"]
 
 
 class RegressionHead(nn.Module):
@@ -97,10 +97,43 @@ class HeatmapHead(nn.Module):
         return {"heatmaps": raw, "coords": soft_argmax(raw, self.beta)}
 
 
-# Head name -> factory(in_channels, num_landmarks, **kwargs).
+class FPNHeatmapHead(nn.Module):
+    """A finer heatmap head: fuses three backbone levels (strides 8, 16, 32) top-down.
+
+    forward([f8, f16, f32]) -> (B, K, H/8, W/8) logits: 1x1 lateral convs to `width`
+    channels, nearest upsampling and addition (a light FPN, Lin et al. 2017), two
+    [conv3x3 -> BN -> ReLU] blocks, then a 1x1 conv to K maps. At 128 px the maps are
+    16x16 instead of the study head's 4x4. Coordinates: soft_argmax(beta).
+    """
+
+    kind = "heatmap"
+    levels = (-3, -2, -1)  # the backbone feature indices this head consumes
+
+    def __init__(self, in_channels: list[int], num_landmarks: int = 68, width: int = 96, beta: float = 1.0):
+        super().__init__()
+        self.num_landmarks = num_landmarks
+        self.beta = beta
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
+        self.body = nn.Sequential(_conv_bn_relu(width, width), _conv_bn_relu(width, width))
+        self.out = nn.Conv2d(width, num_landmarks, 1)
+        nn.init.constant_(self.out.bias, -2.19)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        x = self.lateral[-1](features[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(features[:-1])):
+            x = nn.functional.interpolate(x, size=f.shape[-2:], mode="nearest") + lat(f)
+        return self.out(self.body(x))
+
+    def outputs(self, raw: Tensor) -> dict[str, Tensor]:
+        return {"heatmaps": raw, "coords": soft_argmax(raw, self.beta)}
+
+
+# Head name -> factory(in_channels, num_landmarks, **kwargs). A head with a `levels`
+# attribute gets those backbone levels and a list of their channel counts.
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "regression": RegressionHead,
     "heatmap": HeatmapHead,
+    "fpn": FPNHeatmapHead,
 }
 
 
@@ -146,6 +179,9 @@ def build_model(
     """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(sorted(HEADS))}")
-    body: Backbone = build_backbone(backbone, feature_index=feature_index, init=init)
+    factory = HEADS[head]
+    levels = getattr(factory, "levels", None)
+    body: Backbone = build_backbone(backbone, feature_index=levels or feature_index, init=init)
     # Heads size themselves from timm's feature_info, via Backbone.channels.
-    return LandmarkModel(body, HEADS[head](body.channels, num_landmarks, **head_kwargs))
+    in_channels = body.level_channels if levels else body.channels
+    return LandmarkModel(body, factory(in_channels, num_landmarks, **head_kwargs))

@@ -1,0 +1,77 @@
+"""Model files: packaged weights (safetensors + JSON model card) and training checkpoints.
+
+Loading never unpickles arbitrary objects: safetensors for shipped weights,
+`torch.load(weights_only=True)` for checkpoints.
+"""
+from __future__ import annotations
+
+import io
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from facealign.io import atomic_write_bytes, atomic_write_json
+from facealign.models.heads import LandmarkModel, build_model
+
+# Names of models shipped inside the package (facealign/weights/<name>.safetensors + .json).
+PACKAGED_MODELS = ("default",)
+
+
+def packaged_path(name: str) -> Path:
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {name!r}; valid: {', '.join(PACKAGED_MODELS)}")
+    path = Path(str(resources.files("facealign") / "weights" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise FileNotFoundError(f"packaged model {name!r} is missing from the installation ({path})")
+    return path
+
+
+def card_from_config(cfg: dict) -> dict:
+    """A model card for a training checkpoint's config (no metrics)."""
+    return {"name": f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}", "backbone": cfg["backbone"],
+            "head": cfg["head"], "feature_index": cfg.get("feature_index", -1), "head_kwargs": {},
+            "input_size": cfg["size"], "context": 0.1, "box_protocol": cfg.get("val_box", "detector"),
+            "detector": "dlib", "flip_tta": False}
+
+
+def model_from_card(card: dict, state: dict[str, torch.Tensor]) -> LandmarkModel:
+    model = build_model(card["backbone"], card["head"], feature_index=card.get("feature_index", -1),
+                        **card.get("head_kwargs", {}))
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def load_model(spec: str | Path = "default", which: str = "model") -> tuple[LandmarkModel, dict]:
+    """(model in eval mode, model card) from a packaged name, a .safetensors file (card beside it,
+    same stem + .json) or a training checkpoint (.pt)."""
+    from safetensors.torch import load_file
+    path = packaged_path(spec) if isinstance(spec, str) and spec in PACKAGED_MODELS else Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"model {str(spec)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)}")
+    if path.suffix == ".safetensors":
+        card_path = path.with_suffix(".json")
+        if not card_path.is_file():
+            raise FileNotFoundError(f"{path} has no model card {card_path.name} beside it")
+        card = json.loads(card_path.read_text())
+        return model_from_card(card, load_file(str(path))), card
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or a pickle with code in it
+        raise ValueError(f"{path}: not a loadable facealign checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or which not in ckpt:
+        raise ValueError(f"{path}: not a facealign checkpoint (no config/{which})")
+    card = card_from_config(ckpt["config"])
+    return model_from_card(card, ckpt[which]), card
+
+
+def save_packaged(model: torch.nn.Module, card: dict, stem: Path, fp16: bool = True) -> tuple[Path, Path]:
+    """Write `stem.safetensors` (fp16 by default) and `stem.json` atomically."""
+    from safetensors.torch import save
+    state = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous()
+             for k, v in model.state_dict().items()}
+    stem = Path(stem)
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    atomic_write_json(stem.with_suffix(".json"), card)
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
