@@ -102,7 +102,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
-               "max_steps", "device", "train_box", "val_box", "cache_dir")
+               "max_steps", "device", "train_box", "val_box", "cache_dir", "context")
 
 
 def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
@@ -112,6 +112,7 @@ def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
         p.add_argument("--loss")
         p.add_argument("--out", help="parent folder of run folders (default runs/)")
     for name, kind in (("epochs", int), ("batch_size", int), ("size", int), ("lr", float), ("workers", int),
+                       ("context", float),
                        ("seed", int), ("max_steps", int)):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     for name in ("init", "device", "train_box", "val_box", "cache_dir"):

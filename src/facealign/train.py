@@ -25,11 +25,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from facealign.data.boxes import BoxCache, DetectorConfig, boxes_for
+from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.transforms import AugmentConfig
+from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json, atomic_write_text
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
@@ -55,7 +56,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     sigma: float = 1.0  # heatmap Gaussian std, in heatmap cells
+    context: float = 0.1  # box enlargement before cropping (the study: 10%)
     train_box: str = "seed"  # the study's training boxes
+    drop_undetected: bool = True  # with train_box="detector": skip faces the detector missed
     val_box: str = "detector"  # model selection on honest boxes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -78,6 +81,10 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     "seed": {"size": 224, "batch_size": 64, "epochs": 40},
     "cpu": {"size": 128, "batch_size": 32, "epochs": 12},
+    # The shipped default model: ImageNet lite0, fused stride-8 heatmaps, trained on honest boxes.
+    "default": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn", "loss": "integral",
+                "size": 128, "batch_size": 32, "epochs": 30, "context": 0.4, "train_box": "detector",
+                "val_box": "detector"},
 }
 
 # Fields that may differ when resuming (they do not change what is computed).
@@ -129,13 +136,24 @@ def prepare_data(cfg: TrainConfig, progress: bool = True):
     train, val = split_train_val(index.records(cfg.train_split), cfg.val_fraction, cfg.seed)
     box_cache = BoxCache(cfg.data, cfg.cache_dir, DetectorConfig())
     folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
-    spec = CacheSpec(size=cfg.size)
+    spec = CacheSpec(size=cfg.size, context=cfg.context)
+    if cfg.train_box == "detector" and cfg.drop_undetected:
+        # A whole-image fallback box would teach the model nonsense crops.
+        train = [r for r in train if _detected(r, box_cache)]
     caches = []
     for records, protocol in ((train, cfg.train_box), (val, cfg.val_box)):
         boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
         caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
     box_cache.save()
     return caches[0], caches[1], val
+
+
+def _detected(record, box_cache: BoxCache) -> bool:
+    dets = box_cache.get(record.image)
+    if dets is None:
+        dets = get_detector(box_cache.detector.name)(load_rgb(record.image), box_cache.detector.upsample)
+        box_cache.put(record.image, dets)
+    return best_detection(dets, record.landmarks) is not None
 
 
 # ---------------------------------------------------------------- loop
@@ -179,7 +197,8 @@ def load_checkpoint(path: Path) -> dict:
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
     now = config_dict(cfg)
-    diff = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+    defaults = config_dict(TrainConfig())  # fields added after the checkpoint was written
+    diff = sorted(k for k in now if k not in RESUME_FREE and saved.get(k, defaults[k]) != now[k])
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
         raise ValueError(f"cannot resume: config differs from the checkpoint's in {detail}")

@@ -32,7 +32,7 @@ def card_from_config(cfg: dict) -> dict:
     """A model card for a training checkpoint's config (no metrics)."""
     return {"name": f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}", "backbone": cfg["backbone"],
             "head": cfg["head"], "feature_index": cfg.get("feature_index", -1), "head_kwargs": {},
-            "input_size": cfg["size"], "context": 0.1, "box_protocol": cfg.get("val_box", "detector"),
+            "input_size": cfg["size"], "context": cfg.get("context", 0.1), "box_protocol": cfg.get("val_box", "detector"),
             "detector": "dlib", "flip_tta": False}
 
 
