@@ -91,8 +91,41 @@ def cmd_experiments(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from facealign.demo import run_demo
-    return run_demo(args.data)
+    from facealign.demo import demo
+    return demo(args.data)
+
+
+def cmd_predict(args) -> int:
+    from facealign.predict import FaceAligner, run_predict
+    from facealign.video import DEFAULT_BETA, check_smoothing
+    if args.smooth is not None:
+        check_smoothing(args.smooth, DEFAULT_BETA if args.smooth_beta is None else args.smooth_beta)
+    aligner = FaceAligner(args.model, detector=args.detector, device=args.device, backend=args.backend,
+                          upsample=args.upsample, min_score=args.min_score)
+    report = run_predict(args.inputs, args.output, aligner, pts=args.pts, csv=args.csv, draw=args.draw,
+                         smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet)
+    videos = f", {report.videos} videos ({report.frames} frames)" if report.videos else ""
+    print(f"predict: {report.images} images{videos}, {report.faces} faces, {len(report.failures)} failed "
+          f"-> {args.output}")
+    return 1 if report.failures else 0
+
+
+def cmd_export(args) -> int:
+    from facealign.export import format_export_report, run_export
+    path, report = run_export(args.model, args.output, data=args.data, opset=args.opset, input_size=args.input_size,
+                              tolerance=args.tolerance)
+    print(format_export_report(path, report))
+    return 0 if report["ok"] else 1
+
+
+def cmd_bench(args) -> int:
+    from facealign.bench import run_bench
+    result = run_bench(args.data, args.model, args.split, args.repeats, args.threads, args.output, args.onnx,
+                       args.max_images, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+    print(result["markdown"])
+    if args.output is not None:
+        print(f"wrote {args.output}")
+    return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -176,9 +209,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
 
-    p = sub.add_parser("demo", help="run the main job on the embedded default")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"))
+    p = sub.add_parser("demo", help="landmarks on a sample photo with the packaged default model (results/demo)")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),
+                   help="data for the metrics demo used while no default model is installed")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "predict", help="detect faces and predict landmarks on images, folders, globs and videos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Detect faces (dlib HOG) and predict 68 landmarks.\n\n"
+        "outputs in OUTDIR, per image: <stem>.json (image size, model, per face: box, score, landmarks),\n"
+        "  --pts <stem>_<i>.pts per face, --draw <stem>_annotated.png|jpg;\n"
+        "per video: <stem>/frame_000000.json ... (one per frame, faces carry a track id), <stem>/video.json,\n"
+        "  --pts <stem>/frame_000000_<i>.pts, --draw <stem>/annotated.mp4;\n"
+        "--csv: OUTDIR/landmarks.csv, one row per face (and frame), 136 coordinate columns x0,y0..x67,y67.\n"
+        "Stems are sanitised (never outside OUTDIR) and deduplicated (name, name-2, ...).\n"
+        "Unreadable inputs are reported on stderr and skipped; exit status 1 if any failed.")
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="images, folders (searched recursively for images), glob patterns, videos (.mp4 .avi .mov .mkv)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("--pts", action="store_true", help="also write one .pts file per face")
+    p.add_argument("--csv", action="store_true", help="also write OUTDIR/landmarks.csv")
+    p.add_argument("--draw", action="store_true", help="also write annotated images / an annotated video (mp4v)")
+    p.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
+                   help="video only: One Euro filter per face track (Casiez et al. 2012). ALPHA in (0, 1] is the "
+                        "weight of the new frame while the face is still (1 = off, 0.3 = strong); fast motion raises "
+                        "it so moving faces do not lag. A track restarts when its box jumps (IoU < 0.3) or the "
+                        "number of faces changes")
+    p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
+                   help="One Euro speed coefficient (default 20, per face size per frame; 0 = plain moving average)")
+    p.add_argument("--model", default="default", help="'default', a .safetensors file, a checkpoint (.pt) or, with "
+                                                      "--backend onnx, an .onnx file from `facealign export`")
+    p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--detector", default="dlib")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
+    p.add_argument("--min-score", type=float, default=0.2, help="drop detections scoring below this (default 0.2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model to ONNX and check it against torch")
+    p.add_argument("model", help="'default', a .safetensors file (card beside it) or a training checkpoint (.pt)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--input-size", type=int, default=None, help="default: the model card's input_size")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),
+                   help="real faces for the check (generated faces if this folder is missing)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch|, normalised crop units")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="torch vs onnxruntime vs dlib: accuracy, latency, images/s, memory")
+    from facealign.bench import add_arguments as _add_bench_arguments
+    _add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -75,3 +75,42 @@ def save_packaged(model: torch.nn.Module, card: dict, stem: Path, fp16: bool = T
     atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
     atomic_write_json(stem.with_suffix(".json"), card)
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+LICENCE_NOTE = ("Trained on 300-W (iBUG) images and annotations, which are licensed for non-commercial research "
+                "only; these weights inherit that restriction.")
+
+
+def package_run(run_dir: Path, stem: Path, data: str | None = None, split: str = "common",
+                flip_tta: bool = True, command: str = "") -> dict:
+    """Ship a training run's best checkpoint as fp16 safetensors + model card, with measured metrics.
+
+    The metrics come from the evaluation harness on `split` with the card's box protocol,
+    using exactly the shipped (fp16-rounded) weights and TTA setting.
+    """
+    import tempfile
+
+    from facealign.evaluate import evaluate
+    from facealign.predict import LandmarkRunner
+    run_dir = Path(run_dir)
+    model, card = load_model(run_dir / "checkpoint_best.pt")
+    meta = json.loads((run_dir / "config.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    cfg = meta["config"]
+    card.update(
+        flip_tta=flip_tta, normalisation={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        coordinates="0-based pixel centres in the original image; crop coords u = (x + 0.5) / S",
+        training={"data": "300W train = afw + helen/trainset (../shared/data/300W), 80% by photo",
+                  "config": cfg, "command": command, "epochs": len(history),
+                  "wall_minutes": round(sum(h["epoch_s"] for h in history) / 60, 1),
+                  "best_val_nme": min(h["val_nme"] for h in history), "environment": meta["environment"]},
+        licence=LICENCE_NOTE, parameters=sum(p.numel() for p in model.parameters()))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_stem = Path(tmp) / "candidate"
+        save_packaged(model, card, tmp_stem)
+        if data is not None:
+            runner = LandmarkRunner(tmp_stem.with_suffix(".safetensors"), flip_tta=flip_tta)
+            result = evaluate(runner, data, [split], card["box_protocol"], progress=False)[split]
+            card["metrics"] = {f"{split} ({'helen/testset' if split == 'common' else split})": result}
+        save_packaged(model, card, stem)
+    return card

@@ -1,0 +1,48 @@
+"""`facealign bench` on a tiny generated 300W tree with a random model: three rows, every column."""
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from facealign.bench import COLUMNS, format_table, run_bench  # noqa: E402
+from facealign.data.synthetic import make_300w_fixture  # noqa: E402
+from facealign.models import build_model  # noqa: E402
+from facealign.models.packaged import save_packaged  # noqa: E402
+
+
+def test_bench_table_has_three_rows_and_all_columns(tmp_path):
+    root = make_300w_fixture(tmp_path / "300W", {"afw": 2, "helen/trainset": 2, "helen/testset": 3}, size=96)
+    card = {"name": "tiny", "backbone": "tf_efficientnet_lite0", "head": "fpn", "feature_index": -1, "head_kwargs": {},
+            "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
+    st, _ = save_packaged(build_model("tf_efficientnet_lite0", "fpn"), card, tmp_path / "m")
+    out = tmp_path / "docs" / "benchmarks.md"
+    logs = []
+    result = run_bench(root, st, "common", repeats=3, threads=1, output=out, cache_dir=tmp_path / "cache",
+                       log=logs.append)
+
+    rows = result["rows"]
+    assert [r["method"] for r in rows] == ["torch", "onnxruntime", "dlib"]
+    for r in rows:
+        assert r["n"] == 3 and r["e2e_images"] == 3 and r["peak_rss_mb"] > 0
+        assert r["ms_batch1"] > 0 and r["ms_batch32"] > 0 and r["e2e_images_per_s"] > 0
+        assert 0 <= r["auc"] <= 1 and 0 <= r["fr"] <= 1 and r["nme"] > 0
+    torch_row, onnx_row, _ = rows
+    assert torch_row["torch_imported"] and not onnx_row["torch_imported"]  # the ORT row never loads torch
+    assert onnx_row["nme"] == pytest.approx(torch_row["nme"], abs=1e-4)  # same model, same boxes
+
+    table = format_table(rows).splitlines()
+    assert table[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert len(table) == 2 + 3
+    assert table[2].startswith("| tiny (torch) |") and table[3].startswith("| tiny (onnxruntime) |")
+    assert table[4].startswith("| dlib shape predictor (68 pt) |") and table[4].count("1.00×") + table[4].count("n/a") == 6
+    assert all(line.count("|") == len(COLUMNS) + 1 for line in table)
+
+    md = result["markdown"]
+    for needle in ("Date: ", "Command: `facealign bench --data", "--repeats 3 --threads 1", "Machine: ",
+                   "torch 2.", "onnxruntime ", "dlib ", "Threads: torch and onnxruntime intra-op threads = 1"):
+        assert needle in md, needle
+    doc = out.read_text()
+    assert doc.startswith("# Benchmark") and format_table(rows) in doc and result["command"] in doc
+    assert json.loads(out.with_suffix(".json").read_text())["rows"][2]["method"] == "dlib"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["benchmarks.json", "benchmarks.md"]  # no temp files
