@@ -138,6 +138,8 @@ def test_bad_paths_give_clear_errors(tmp_path, exported):
         OnnxBackend(garbage)
     with pytest.raises(OnnxExportError, match="not a folder"):
         export_onnx(st, garbage / "sub.onnx")
+    with pytest.raises(OnnxExportError, match="cannot create folder"):
+        export_onnx(st, tmp_path / "missing-dir" / ".." / "garbage.onnx" / "x.onnx")
     with pytest.raises(OnnxExportError, match="is a folder"):
         export_onnx(st, tmp_path)
     with pytest.raises(FileNotFoundError, match="missing.pt"):

@@ -278,7 +278,10 @@ def format_report(result: dict) -> str:
         f"{' '.join(map(str, result['load_average_end']))} at end; Python {m['python']}, {m['platform']}",
         f"Versions: torch {m['torch']}, onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, dlib {m['dlib']}, "
         f"numpy {m['numpy']}",
-        f"Threads: torch and onnxruntime intra-op threads = {m['threads']}; dlib is single-threaded.",
+        f"Threads: torch and onnxruntime intra-op threads = {m['threads']}; dlib is single-threaded."
+        + (f" NOTE: the load average at start ({m['load_average'][0]}) is high for {m['available_cores']} cores; "
+           "multi-threaded torch numbers are unreliable on a busy machine (rerun with --threads 1 or when idle)."
+           if m["threads"] > 1 and m["load_average"][0] > 0.5 * m["available_cores"] else ""),
         f"Model: {result['model']} ({first.get('input_size')} px input); split {result['split']!r} of "
         f"{result['data']}: {first['n']} faces, {first['no_detection']} without a matching dlib detection "
         f"(whole-image box, as the harness does); repeats {result['repeats']}.",
@@ -317,12 +320,16 @@ def bench_command(data, model, split, repeats, threads, output=None, onnx=None, 
 
 
 def run_bench(data: str | os.PathLike, model: str | os.PathLike = "default", split: str = "common", repeats: int = 50,
-              threads: int | None = None, output: str | os.PathLike | None = None, onnx: str | os.PathLike | None = None,
+              threads: int | None = 1, output: str | os.PathLike | None = None, onnx: str | os.PathLike | None = None,
               max_images: int | None = None, cache_dir: str | os.PathLike | None = None, methods=METHODS,
               command: str | None = None, log=print) -> dict:
     """Benchmark `methods` (torch, onnxruntime, dlib) on `split` of `data`; returns
     {"rows", "machine", "command", "date", "markdown", ...}. With `output`, writes the Markdown report
-    there and the raw numbers beside it (.json), atomically."""
+    there and the raw numbers beside it (.json), atomically.
+
+    `threads`: intra-op threads for torch and onnxruntime (None = all available cores). The default 1
+    matches dlib, which is single-threaded, and is robust on a shared machine: torch's OpenMP ops slow
+    down several-fold when their threads compete with other processes for the cores."""
     from facealign.io import atomic_write_json, atomic_write_text
     threads = int(threads or available_cpus())
     data = Path(data)
@@ -366,7 +373,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a .safetensors file or a checkpoint (.pt)")
     p.add_argument("--split", default="common")
     p.add_argument("--repeats", type=int, default=50, help="timed batch-1 calls (batch-32: max(3, repeats // 5))")
-    p.add_argument("--threads", type=int, default=None, help="torch/onnxruntime threads (default: available cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/onnxruntime intra-op threads (default 1, like dlib; 0 = all available cores)")
     p.add_argument("--onnx", type=Path, default=None, help="use this exported ONNX file instead of exporting --model")
     p.add_argument("--max-images", type=int, default=None, help="end-to-end over the first N photos only")
     p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (default: the user cache)")

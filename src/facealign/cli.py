@@ -237,12 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "it so moving faces do not lag. A track restarts when its box jumps (IoU < 0.3) or the "
                         "number of faces changes")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
-                   help="One Euro speed coefficient (default 20, per face size per frame; 0 = plain moving average)")
+                   help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
     p.add_argument("--model", default="default", help="'default', a .safetensors file, a checkpoint (.pt) or, with "
                                                       "--backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--detector", default="dlib")
+    p.add_argument("--detector", default="dlib", help="face detector (dlib: dlib's HOG frontal detector)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
     p.add_argument("--min-score", type=float, default=0.2, help="drop detections scoring below this (default 0.2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

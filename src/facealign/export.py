@@ -94,6 +94,10 @@ def export_onnx(model_spec_or_module, path: str | os.PathLike, card: dict | None
         raise OnnxExportError(f"{path} is a folder; give the path of the .onnx file to write")
     if path.parent.exists() and not path.parent.is_dir():
         raise OnnxExportError(f"cannot write {path}: {path.parent} is not a folder")
+    try:  # fail before the (slow) export, not after it
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OnnxExportError(f"cannot write {path}: cannot create folder {path.parent} ({e.strerror or e})") from None
     model, card = _resolve_model(model_spec_or_module, card)
     size = int(input_size or card.get("input_size") or 0)
     if size <= 0:
@@ -128,7 +132,10 @@ def export_onnx(model_spec_or_module, path: str | os.PathLike, card: dict | None
         entry.key, entry.value = key, value
     proto.doc_string = f"facealign {card.get('name')}: {size}x{size} face crop -> 68 landmarks"
     onnx.checker.check_model(proto, full_check=True)
-    atomic_write_bytes(path, proto.SerializeToString())
+    try:
+        atomic_write_bytes(path, proto.SerializeToString())
+    except OSError as e:
+        raise OnnxExportError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 

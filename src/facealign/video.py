@@ -30,8 +30,8 @@ import numpy as np
 from facealign.data.boxes import iou
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-DEFAULT_BETA = 20.0   # cut-off gain per (face size / frame) of speed
-D_CUTOFF = 0.1        # cycles per frame, cut-off of the speed estimate
+DEFAULT_BETA = 10.0   # cut-off gain per (face size / frame) of speed
+D_CUTOFF = 0.05       # cycles per frame, cut-off of the speed estimate
 RESET_IOU = 0.3       # a box overlapping its previous box less than this starts a new track
 DEFAULT_FPS = 25.0    # used when a file does not state a usable frame rate
 

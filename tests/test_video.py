@@ -1,0 +1,174 @@
+"""Video prediction (`facealign predict clip.avi`), face tracks and One Euro smoothing."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facealign.cli import main
+from facealign.predict import Face, FaceAligner
+from facealign.video import LandmarkSmoother, OneEuroFilter, iter_frames, predict_video, smooth_track
+
+skimage_data = pytest.importorskip("skimage.data")
+
+CARD = {"name": "test", "backbone": "efficientnet_b0", "head": "heatmap", "feature_index": -1, "head_kwargs": {},
+        "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
+
+
+class PointwiseBackend:
+    """Content-sensitive stand-in for a network: soft-argmax of a random per-pixel colour projection."""
+
+    def __init__(self, seed: int = 0, temperature: float = 3.0):
+        self.w = np.random.default_rng(seed).normal(size=(68, 3)) * temperature
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        b, _, s, _ = batch.shape
+        logits = np.einsum("kc,bcij->bkij", self.w, batch.astype(np.float64)).reshape(b, 68, -1)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p = (p / p.sum(-1, keepdims=True)).reshape(b, 68, s, s)
+        centres = (np.arange(s) + 0.5) / s
+        return np.stack([(p.sum(2) * centres).sum(-1), (p.sum(3) * centres).sum(-1)], -1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    import torch
+
+    from facealign.models import build_model
+    from facealign.models.packaged import save_packaged
+    torch.manual_seed(0)
+    st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
+    return st
+
+
+def write_clip(path: Path, n: int = 8, drift: float = 2.0, jitter: float = 0.0, noise: float = 0.0, seed: int = 0,
+               fourcc: str = "MJPG") -> list[np.ndarray]:
+    """n frames (240 x 240) around the astronaut's face, drifting `drift` px/frame, plus random jitter/noise."""
+    rng = np.random.default_rng(seed)
+    astro = skimage_data.astronaut().astype(np.float32)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (240, 240))
+    assert writer.isOpened()
+    frames = []
+    for i in range(n):
+        dx, dy = drift * i + rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
+        m = np.array([[1, 0, -(100 + dx)], [0, 1, -dy]], np.float64)
+        frame = cv2.warpAffine(astro, m, (240, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
+        frames.append(frame)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return frames
+
+
+def _jitter(track: np.ndarray) -> float:
+    """Variance of the frame-to-frame landmark displacement after removing the mean drift."""
+    d = np.diff(track, axis=0)
+    return float(((d - d.mean(0)) ** 2).mean())
+
+
+# ---------------------------------------------------------------- the filter on synthetic tracks
+def test_smoothing_reduces_jitter_of_a_still_noisy_track():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 100, (68, 2))
+    raw = truth + rng.normal(0, 1.0, (200, 68, 2))  # 1 px noise on a 100 px face
+    for alpha, beta in [(0.3, 0.0), (0.3, 20.0), (0.5, 20.0)]:
+        smooth = smooth_track(raw, alpha, beta, scale=100.0)
+        assert smooth.shape == raw.shape and smooth.dtype == np.float32
+        assert _jitter(smooth) < 0.5 * _jitter(raw)
+        assert np.abs(smooth[50:] - truth).mean() < np.abs(raw[50:] - truth).mean()
+    np.testing.assert_allclose(smooth_track(raw, 1.0), raw, atol=1e-4)  # alpha 1 = off
+
+
+def test_beta_zero_is_an_exponential_moving_average():
+    x = np.random.default_rng(1).normal(size=(20, 68, 2))
+    out = smooth_track(x, 0.25, beta=0.0)
+    ema = x[0].copy()
+    for t in range(1, 20):
+        ema = 0.25 * x[t] + 0.75 * ema
+        np.testing.assert_allclose(out[t], ema, atol=1e-5)
+
+
+def test_one_euro_lags_less_than_ema_on_fast_motion():
+    t = np.arange(60, dtype=np.float64)
+    track = np.zeros((60, 68, 2))
+    track[..., 0] = 5.0 * t[:, None]  # 5 px/frame on a 100 px face
+    lag_ema = np.abs(smooth_track(track, 0.3, 0.0, 100.0)[-1] - track[-1]).max()
+    lag_euro = np.abs(smooth_track(track, 0.3, 20.0, 100.0)[-1] - track[-1]).max()
+    assert lag_ema > 10 and lag_euro < 0.2 * lag_ema
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        OneEuroFilter(alpha=0.0)
+
+
+def _face(x0: float, points: np.ndarray) -> Face:
+    return Face(np.array([x0, 0, x0 + 100, 100], np.float32), 1.0, points)
+
+
+def test_tracks_reset_on_box_jump_and_face_count_change():
+    rng = np.random.default_rng(2)
+    p0, p1, p2 = (rng.uniform(0, 100, (68, 2)) for _ in range(3))
+    s = LandmarkSmoother(alpha=0.3)
+    out, ids = s([_face(0, p0)])
+    np.testing.assert_allclose(out[0].landmarks, p0, atol=1e-4)  # first frame: as measured
+    out, ids2 = s([_face(5, p1)])  # IoU ~0.9: same track, smoothed
+    assert ids2 == ids and np.abs(out[0].landmarks - p1).max() > 1.0
+    out, ids3 = s([_face(300, p2)])  # box jumped (IoU 0): new track, no blending
+    assert ids3 != ids and np.abs(out[0].landmarks - p2).max() < 1e-4
+    out, ids4 = s([_face(300, p2), _face(600, p0)])  # face count changed: every track restarts
+    assert len(set(ids4) | set(ids3)) == 3 and np.abs(out[0].landmarks - p2).max() < 1e-4
+    out, ids5 = s([_face(605, p1), _face(303, p1)])  # same faces, listed in the other order
+    assert ids5 == ids4[::-1]
+    assert np.abs(out[0].landmarks - p1).max() > 1.0 and np.abs(out[1].landmarks - p1).max() > 1.0
+
+
+# ---------------------------------------------------------------- on video files
+def test_cli_video_per_frame_json_annotated_video_and_csv(model_path, tmp_path, capsys):
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, 8)
+    assert len(list(iter_frames(clip))) == 8
+    (tmp_path / "broken.mp4").write_text("not a video\n")
+    out = tmp_path / "out"
+    rc = main(["predict", str(clip), str(tmp_path / "broken.mp4"), "-o", str(out), "--draw", "--csv", "--pts",
+               "--smooth", "0.5", "--model", str(model_path), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert captured.err.strip().splitlines() == [
+        f"facealign: skipped {tmp_path / 'broken.mp4'}: cannot open video (OpenCV/FFmpeg cannot read this file)"]
+    assert f"{clip}: 8 frames, 8 faces -> {out / 'clip'}" in captured.out
+    assert "1 videos (8 frames), 8 faces, 1 failed" in captured.out
+    frames = sorted((out / "clip").glob("frame_*.json"))
+    assert [f.name for f in frames] == [f"frame_{i:06d}.json" for i in range(8)]
+    doc = json.loads(frames[3].read_text())
+    assert doc["frame"] == 3 and doc["time_s"] == pytest.approx(0.3) and len(doc["faces"]) == 1
+    assert doc["faces"][0]["track"] == 0 and np.array(doc["faces"][0]["landmarks"]).shape == (68, 2)
+    summary = json.loads((out / "clip" / "video.json").read_text())
+    assert summary["frames"] == 8 and summary["fps"] == 10.0 and (summary["width"], summary["height"]) == (240, 240)
+    assert summary["smoothing"]["method"] == "one-euro" and summary["smoothing"]["alpha"] == 0.5
+    assert len(list((out / "clip").glob("frame_*_0.pts"))) == 8
+    cap = cv2.VideoCapture(str(out / "clip" / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 8
+    with open(out / "landmarks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == [str(i) for i in range(8)] and {r["track"] for r in rows} == {"0"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_smoothing_reduces_landmark_jitter_on_a_noisy_video(model_path, tmp_path):
+    clip = tmp_path / "noisy.avi"
+    write_clip(clip, 14, drift=0.0, jitter=1.0, noise=3.0, seed=3)  # a still face, shaky camera, sensor noise
+    fa = FaceAligner(model_path)
+    fa.runner.backend = PointwiseBackend()  # follows the image content, so it picks up the jitter
+    raw = [faces for _, _, faces, _ in predict_video(fa, clip)]
+    smooth = [faces for _, _, faces, _ in predict_video(fa, clip, smooth=0.3)]
+    assert [len(f) for f in raw] == [1] * 14 and [len(f) for f in smooth] == [1] * 14
+    raw_track = np.stack([f[0].landmarks for f in raw])
+    smooth_track_ = np.stack([f[0].landmarks for f in smooth])
+    assert _jitter(raw_track) > 0.1
+    assert _jitter(smooth_track_) < 0.5 * _jitter(raw_track)
+    np.testing.assert_array_equal(smooth_track_[0], raw_track[0])
