@@ -132,7 +132,7 @@ def test_heatmap_focal_normalised_by_target_mass():
 
 
 def test_registry_contents():
-    assert loss_names("heatmap") == ["bce", "focal", "mse"]
+    assert loss_names("heatmap") == ["bce", "focal", "integral", "integral_bce", "mse"]
     assert loss_names("regression") == ["awing", "mse", "wing"]
     assert len(LOSSES) == 6
     spec = build_loss("regression", "wing")
@@ -179,3 +179,18 @@ def test_compute_loss_rejects_outputs_of_the_other_head():
     with pytest.raises(ValueError, match="heatmap head"):
         compute_loss(build_loss("regression", "wing"),
                      {"coords": coords, "heatmaps": torch.zeros(1, 1, 2, 2)}, coords)
+
+
+def test_integral_bce_combines_wing_and_bce_by_hand():
+    import math
+
+    import torch
+
+    from facealign.losses import build_loss, compute_loss
+    spec = build_loss("heatmap", "integral_bce")
+    coords = torch.full((1, 1, 2), 0.5)
+    # logits 0 everywhere: BCE per cell = ln 2 whatever the target; coords off by 1/64 in x only
+    outputs = {"coords": coords + torch.tensor([[[1 / 64, 0.0]]]), "heatmaps": torch.zeros(1, 1, 4, 4)}
+    wing = (10 * math.log1p(1 / 2) + 0.0) / 2  # mean over x (error 1 unit) and y (0)
+    expected = wing + 10 * math.log(2)
+    assert abs(compute_loss(spec, outputs, coords, sigma=1.0).item() - expected) < 1e-4

@@ -133,6 +133,15 @@ def heatmap_focal(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
 # ---------------------------------------------------------------------- registry
 
 
+def integral_with_heatmap(pred, target, heatmap_weight: float = 10.0) -> Tensor:
+    """Wing on soft-argmax coords plus `heatmap_weight` x BCE of the logits against Gaussians.
+
+    pred = (coords (B, K, 2), logits (B, K, H, W)); target = (coords, Gaussian maps). The
+    heatmap term gives every cell a direct gradient, which the coordinate term alone does not.
+    """
+    return wing_loss(pred[0], target[0]) + heatmap_weight * heatmap_bce(pred[1], target[1])
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """A loss and the head output it needs.
@@ -148,7 +157,7 @@ class LossSpec:
 
     @property
     def uses(self) -> str:
-        return self.inputs or {"regression": "coords", "heatmap": "maps"}[self.head]
+        return self.inputs or {"regression": "coords", "heatmap": "maps"}[self.head]  # or "both"
 
     @property
     def key(self) -> str:
@@ -167,6 +176,7 @@ LOSSES: dict[str, LossSpec] = {
         # Integral regression (Sun et al. 2018): Wing on the heatmap head's soft-argmax
         # coordinates, so the decoded position itself is trained and carries no centre bias.
         LossSpec("integral", "heatmap", wing_loss, inputs="coords"),
+        LossSpec("integral_bce", "heatmap", integral_with_heatmap, inputs="both"),
     )
 }
 
@@ -204,7 +214,12 @@ def _heatmap_pair(outputs, coords, sigma):
 
 
 # Head -> (outputs, target coords, sigma) -> (prediction, target) for spec.fn.
-_PAIRS: dict[str, Callable] = {"coords": _regression_pair, "maps": _heatmap_pair}
+def _both_pair(outputs, coords, sigma):
+    logits, target = _heatmap_pair(outputs, coords, sigma)
+    return (outputs["coords"], logits), (coords, target)
+
+
+_PAIRS: dict[str, Callable] = {"coords": _regression_pair, "maps": _heatmap_pair, "both": _both_pair}
 
 
 def compute_loss(spec: LossSpec, outputs: dict[str, Tensor], target_coords: Tensor,
