@@ -85,8 +85,21 @@ def cmd_evaluate(args) -> int:
 def cmd_experiments(args) -> int:
     from facealign.experiments import run_grid
     rows = run_grid(str(args.data), args.output, args.preset, args.only, args.best, tuple(args.split), args.box,
-                    with_dlib=not args.no_dlib, **_overrides(args))
+                    with_dlib=not args.no_dlib, report_only=args.report_only, **_overrides(args))
     print(f"{len(rows)} rows -> {args.output / 'results.md'}")
+    return 0
+
+
+def cmd_package(args) -> int:
+    import shlex
+
+    from facealign.models.packaged import package_run
+    command = args.command_text or "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,
+                       not args.no_flip, command)
+    for name, m in card.get("metrics", {}).items():
+        print(f"{card['name']} on {name}: NME {m['nme']:.4f}  AUC@0.08 {m['auc']:.4f}  FR@0.08 {m['fr']:.4f}")
+    print(f"wrote {args.output}.safetensors and {args.output}.json")
     return 0
 
 
@@ -205,9 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector")
     p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="tabulate finished experiments, train nothing")
     p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"))
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("package", help="ship a run's best checkpoint as fp16 safetensors + model card")
+    p.add_argument("run", type=Path, help="run folder (holds checkpoint_best.pt, config.json, metrics.jsonl)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output stem, e.g. src/facealign/weights/default")
+    p.add_argument("--data", type=Path, default=None, help="evaluate the shipped weights on this data root")
+    p.add_argument("--split", default="common")
+    p.add_argument("--no-flip", action="store_true", help="ship without flip test-time augmentation")
+    p.add_argument("--command-text", default=None, help="training command to record in the card")
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("demo", help="landmarks on a sample photo with the packaged default model (results/demo)")
     p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),

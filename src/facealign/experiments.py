@@ -53,8 +53,11 @@ def cpu_ms_per_face(predictor, size: int | None, repeats: int = 20) -> float:
 
 def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None, best: bool = False,
              test_splits=("common",), protocol: str = "detector", with_dlib: bool = True,
-             progress: bool = True, **overrides) -> list[dict]:
-    """Train (or resume, or skip when finished) and evaluate each experiment; write the results folder."""
+             progress: bool = True, report_only: bool = False, **overrides) -> list[dict]:
+    """Train (or resume, or skip when finished) and evaluate each experiment; write the results folder.
+
+    report_only: leave unfinished experiments out instead of training them.
+    """
     out = Path(out)
     rows, curves = [], {}
     for backbone, head, loss in select(only, best):
@@ -62,6 +65,8 @@ def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None,
                                        out=str(out / "runs"), **overrides)
         t0 = time.time()
         if not (cfg.run_dir / "final.json").is_file():
+            if report_only:
+                continue  # tabulate finished experiments only
             train(cfg, resume=True, progress=progress)
         predictor = TorchPredictor(cfg.run_dir / "checkpoint_best.pt")
         rows.append(_row(predictor, evaluate(predictor, data, list(test_splits), protocol, out / "per_experiment",
