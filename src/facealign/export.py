@@ -27,9 +27,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from facealign.data.crop import CropTransform
-from facealign.data.scheme import MIRROR_PERMUTATION
 from facealign.data.transforms import normalize
 from facealign.io import atomic_write_bytes
+from facealign.runner import CropRunner
 
 CARD_KEY = "facealign.card"
 IO_KEY = "facealign.io"
@@ -200,47 +200,16 @@ class OnnxBackend:
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
 
-class OnnxLandmarkRunner:
-    """`LandmarkRunner`'s interface from an ONNX file alone (card from metadata), without torch.
-
-    predict(image (H, W, 3) uint8 RGB, boxes (N, 4)) -> (N, 68, 2) float32 image pixels; `crops`,
-    `predict_crops`, `card`, `name`, `input_size`, `context`, `flip_tta` as on `LandmarkRunner`
-    (same crop, flip-TTA and inverse mapping; tests check both runners agree).
-    """
+class OnnxLandmarkRunner(CropRunner):
+    """`CropRunner` from an ONNX file alone (card from its metadata), without torch."""
 
     def __init__(self, onnx_path: str | os.PathLike, threads: int | None = None, flip_tta: bool | None = None,
                  backend=None):
-        self.backend = backend or OnnxBackend(onnx_path, threads)
-        card = self.backend.card or read_card(onnx_path)
+        backend = backend or OnnxBackend(onnx_path, threads)
+        card = backend.card or read_card(onnx_path)
         if "input_size" not in card:
             raise OnnxExportError(f"{onnx_path}: model card has no input_size")
-        self.card = card
-        self.name = card.get("name", Path(onnx_path).stem)
-        self.input_size = int(card["input_size"])
-        self.context = float(card.get("context", 0.1))
-        self.flip_tta = bool(card.get("flip_tta", False)) if flip_tta is None else flip_tta
-        self.model = None
-
-    def crops(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list[CropTransform]]:
-        transforms = [CropTransform.from_box(b, self.context) for b in boxes]
-        return np.stack([normalize(t.warp(image, self.input_size)) for t in transforms]), transforms
-
-    def predict_crops(self, batch: np.ndarray) -> np.ndarray:
-        if not self.flip_tta:
-            return self.backend(batch)
-        both = self.backend(np.concatenate([batch, batch[..., ::-1]]))
-        plain, mirrored = both[: len(batch)], both[len(batch):]
-        mirrored = mirrored[:, MIRROR_PERMUTATION].copy()
-        mirrored[..., 0] = 1.0 - mirrored[..., 0]
-        return (plain + mirrored) / 2
-
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, 68, 2), np.float32)
-        batch, transforms = self.crops(image, boxes)
-        coords = self.predict_crops(batch)
-        return np.stack([t.to_image(c) for t, c in zip(transforms, coords)]).astype(np.float32)
+        super().__init__(backend, {"name": Path(onnx_path).stem, **card}, flip_tta)
 
 
 def load_onnx_runner(onnx_path: str | os.PathLike, threads: int | None = None,

@@ -19,16 +19,12 @@ import torch
 from PIL import Image
 
 from facealign.data.boxes import DETECTORS, get_detector
-from facealign.data.crop import CropTransform
 from facealign.data.pts import write_pts
-from facealign.data.scheme import MIRROR_PERMUTATION
-from facealign.data.transforms import normalize
 from facealign.imageio import ImageLoadError, load_rgb
 from facealign.io import atomic_write_bytes, atomic_write_text
 from facealign.models.packaged import PACKAGED_MODELS, load_model, packaged_path
+from facealign.runner import Backend, CropRunner
 
-# backend(batch (B, 3, S, S) float32 ImageNet-normalised) -> (B, 68, 2) normalised crop coords
-Backend = Callable[[np.ndarray], np.ndarray]
 
 
 class TorchBackend:
@@ -43,46 +39,13 @@ class TorchBackend:
         return self.model(x)["coords"].float().cpu().numpy()
 
 
-class LandmarkRunner:
-    """predict(image (H, W, 3) uint8 RGB, boxes (N, 4) pixels) -> (N, 68, 2) float32 image pixels.
-
-    Boxes follow the model card's protocol (dlib detector boxes for shipped models); each is made
-    square, enlarged by the card's context and resized to its input size. With `flip_tta` the
-    mirrored crop is predicted too and averaged after undoing the flip and relabelling points.
-    """
+class LandmarkRunner(CropRunner):
+    """`CropRunner` on a torch model loaded from a packaged name, safetensors file or checkpoint."""
 
     def __init__(self, model: str | Path = "default", device: str = "cpu", backend: Backend | None = None,
                  flip_tta: bool | None = None):
         net, card = load_model(model)
-        self.card = card
-        self.name = card["name"]
-        self.input_size = int(card["input_size"])
-        self.context = float(card.get("context", 0.1))
-        self.flip_tta = card.get("flip_tta", False) if flip_tta is None else flip_tta
-        self.model = net
-        self.backend: Backend = backend or TorchBackend(net, device)
-
-    def crops(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list[CropTransform]]:
-        transforms = [CropTransform.from_box(b, self.context) for b in boxes]
-        return np.stack([normalize(t.warp(image, self.input_size)) for t in transforms]), transforms
-
-    def predict_crops(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 3, S, S) normalised crops -> (B, 68, 2) normalised coords (with flip TTA if enabled)."""
-        if not self.flip_tta:
-            return self.backend(batch)
-        both = self.backend(np.concatenate([batch, batch[..., ::-1]]))
-        plain, mirrored = both[: len(batch)], both[len(batch):]
-        mirrored = mirrored[:, MIRROR_PERMUTATION].copy()
-        mirrored[..., 0] = 1.0 - mirrored[..., 0]  # u -> 1 - u undoes a flip of the crop
-        return (plain + mirrored) / 2
-
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, 68, 2), np.float32)
-        batch, transforms = self.crops(image, boxes)
-        coords = self.predict_crops(batch)
-        return np.stack([t.to_image(c) for t, c in zip(transforms, coords)]).astype(np.float32)
+        super().__init__(backend or TorchBackend(net, device), card, flip_tta, model=net)
 
 
 # ================================================================ the user-facing API

@@ -5,7 +5,6 @@ Loading never unpickles arbitrary objects: safetensors for shipped weights,
 """
 from __future__ import annotations
 
-import io
 import json
 from importlib import resources
 from pathlib import Path
