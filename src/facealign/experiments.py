@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import time
 from pathlib import Path
 
@@ -63,18 +64,19 @@ def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None,
     for backbone, head, loss in select(only, best):
         cfg: TrainConfig = make_config(preset, data=data, backbone=backbone, head=head, loss=loss,
                                        out=str(out / "runs"), **overrides)
-        t0 = time.time()
         if not (cfg.run_dir / "final.json").is_file():
             if report_only:
                 continue  # tabulate finished experiments only
             train(cfg, resume=True, progress=progress)
         predictor = TorchPredictor(cfg.run_dir / "checkpoint_best.pt")
+        history = json.loads((cfg.run_dir / "final.json").read_text())["history"]
+        train_min = sum(h["epoch_s"] for h in history) / 60
         rows.append(_row(predictor, evaluate(predictor, data, list(test_splits), protocol, out / "per_experiment",
-                                             progress=progress), cfg.size, out, curves, time.time() - t0))
+                                             progress=progress), cfg.size, out, curves, train_min))
     if with_dlib:
         dlib = load_predictor("dlib")
         rows.append(_row(dlib, evaluate(dlib, data, list(test_splits), protocol, out / "per_experiment",
-                                        progress=progress), None, out, curves, 0.0))
+                                        progress=progress), None, out, curves, None))
     main_split = test_splits[0]
     rows.sort(key=lambda r: -r[f"{main_split} AUC@0.08"])
     write_table(rows, out / "results")
@@ -84,7 +86,7 @@ def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None,
     return rows
 
 
-def _row(predictor, results: dict, size, out: Path, curves: dict, wall_s: float) -> dict:
+def _row(predictor, results: dict, size, out: Path, curves: dict, train_min: float | None) -> dict:
     params = sum(p.numel() for p in predictor.model.parameters()) if hasattr(predictor, "model") else None
     row = {"experiment": predictor.name}
     for split, s in results.items():
@@ -93,5 +95,6 @@ def _row(predictor, results: dict, size, out: Path, curves: dict, wall_s: float)
         curves.setdefault(predictor.name, errors)
         plot_ced({predictor.name: errors}, out / f"ced_{predictor.name}.png", title=f"{predictor.name} on {split}")
     row.update({"params (M)": None if params is None else params / 1e6,
-                "CPU ms/face": cpu_ms_per_face(predictor, size), "train+eval wall (min)": wall_s / 60})
+                "CPU ms/face": cpu_ms_per_face(predictor, size),
+                "train min (sum of epochs)": None if train_min is None else round(train_min, 1)})
     return row
