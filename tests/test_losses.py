@@ -134,7 +134,7 @@ def test_heatmap_focal_normalised_by_target_mass():
 def test_registry_contents():
     assert loss_names("heatmap") == ["bce", "focal", "integral", "integral_bce", "mse"]
     assert loss_names("regression") == ["awing", "mse", "wing"]
-    assert len(LOSSES) == 6
+    assert len(LOSSES) == 8
     spec = build_loss("regression", "wing")
     assert spec.head == "regression" and spec.fn is wing_loss and spec.key == "regression-wing"
 

@@ -75,7 +75,7 @@ def test_resume_with_different_config_is_refused(data, tmp_path):
 
 
 def test_mismatched_head_and_loss_is_rejected(data, tmp_path):
-    with pytest.raises(ValueError, match="valid losses for heatmap: bce, focal, integral, mse"):
+    with pytest.raises(ValueError, match="valid losses for heatmap: bce, focal, integral, integral_bce, mse"):
         train(_cfg(data, tmp_path, loss="wing"), progress=False)
 
 
