@@ -77,7 +77,7 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
             plot_ced({f"{predictor.name} [{split}, {protocol} boxes]": errors}, stem.with_suffix(".png"), threshold,
                      title=f"CED on {split} ({protocol} boxes)")
             atomic_write_json(stem.with_suffix(".json"), summary)
-            with atomic_path(stem.with_name(stem.name + "_errors.npy")) as tmp:
-                np.save(open(tmp, "wb"), errors)
+            with atomic_path(stem.with_name(stem.name + "_errors.npy")) as tmp, open(tmp, "wb") as f:
+                np.save(f, errors)
     box_cache.save()
     return results
