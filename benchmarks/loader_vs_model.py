@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import random
 import shlex
 import sys
@@ -52,19 +51,10 @@ from facealign.data.crop import crop_face
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset
 from facealign.data.transforms import AugmentConfig
+from facealign.bench import cpu_model
 from facealign.imageio import load_rgb
 
 TARGET_RATIO = 3.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_records(root: Path, split: str):
