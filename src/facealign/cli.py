@@ -21,8 +21,12 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 # ---------------------------------------------------------------- data
 def cmd_data_summary(args) -> int:
     from facealign.data.summary import format_summary, summarize_root
-    summary = summarize_root(args.root, args.layout)
+    summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=True)
     print(format_summary(summary))
+    problems = summary.problems()
+    if args.strict and problems:
+        print(f"facealign: error: --strict: {len(problems)} problem(s) in {args.root} (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -171,8 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("summary", help="layouts, split counts, missing folders, skipped faces")
+    p = data.add_parser("summary", help="layouts, split counts, missing folders, skipped and flagged files")
     _add_data_args(p)
+    p.add_argument("--strict", action="store_true",
+                   help="exit status 1 if any problem was found (missing folders, skipped faces other than Menpo's "
+                        "profile faces, images without .pts, duplicate stems, landmarks far outside the image)")
+    p.add_argument("--no-decode", action="store_true",
+                   help="read image headers only (faster; misses truncated pixel data)")
     p.set_defaults(func=cmd_data_summary)
     p = data.add_parser("show", help="grid of face crops with landmarks drawn")
     _add_data_args(p)
@@ -296,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"facealign: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # non-finite training loss: the message names the step and checkpoint
+        print(f"facealign: training stopped: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("facealign: interrupted", file=sys.stderr)
         return 130

@@ -25,13 +25,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.transforms import AugmentConfig
 from facealign.imageio import load_rgb
-from facealign.io import atomic_path, atomic_write_json, atomic_write_text
+from facealign.io import atomic_write_json, atomic_write_text
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
@@ -86,6 +87,10 @@ PRESETS: dict[str, dict] = {
                 "size": 160, "batch_size": 32, "epochs": 36, "context": 0.4, "train_box": "detector",
                 "val_box": "detector"},
 }
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite; the message names the step."""
+
 
 # Fields that may differ when resuming (they do not change what is computed).
 RESUME_FREE = {"workers", "device", "cache_dir", "out", "data"}
@@ -147,7 +152,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True):
         boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
         caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
     box_cache.save()
-    return caches[0], caches[1], val
+    cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
+    return caches[0], caches[1], [r for r in val if r.key in cached]
 
 
 def _detected(record, box_cache: BoxCache) -> bool:
@@ -186,15 +192,6 @@ def validate(model, val_ds: CachedFaces, val_records, device) -> float:
     pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
     gt = np.stack([r.landmarks for r in val_records])
     return float(per_image_nme(pred, gt).mean())
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
@@ -248,7 +245,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if not resume and last_path.is_file():
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
+        try:
+            ckpt = load_checkpoint(last_path)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume: {e}; delete {run_dir} to start the run over") from None
         check_resume_compatible(ckpt["config"], cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -285,8 +285,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 outputs = net(images)
             loss = compute_loss(loss_spec, {k: v.float() for k, v in outputs.items()}, coords, cfg.sigma)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                         f"the last good checkpoint is {last_path}")
+                # Stop before backward(): the weights in memory and every checkpoint on disk stay finite.
+                where = f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1})"
+                kept = f"last good checkpoint: {last_path}" if last_path.is_file() else "no checkpoint was written yet"
+                bar.close()
+                raise NonFiniteLossError(f"{where}; {kept}. Try a lower --lr.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -311,10 +314,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                      "best_val_nme": best, "history": history, "config": config_dict(cfg)}
             if improved:
-                save_checkpoint(best_path, **state)
-            save_checkpoint(last_path, **state)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                save_checkpoint(best_path, state)
+            save_checkpoint(last_path, state)
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if writer is not None:
                 for k in ("train_loss", "val_nme", "lr", "img_per_s"):
                     writer.add_scalar(k, record[k], epoch + 1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,7 +92,8 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     """Crop every face once (or reuse an identical earlier cache) and return the cache."""
     from tqdm import tqdm
 
-    from facealign.imageio import load_rgb
+    from facealign.data.layouts import DataError
+    from facealign.imageio import ImageLoadError, load_rgb
     folder = Path(folder)
     key = cache_key(records, boxes, spec)
     if (folder / f"crops-{key}.json").is_file():
@@ -102,21 +105,39 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     n, c = len(records), spec.cache_size
     landmarks = np.zeros((n, len(records[0].landmarks), 2), np.float32)
     transforms = np.zeros((n, 2, 3), np.float64)
+    kept, failed = [], []
     with atomic_path(folder / f"crops-{key}.u8") as tmp:
         mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, c, c, 3))
         last_path, last_image = None, None
-        for i, (r, box) in enumerate(tqdm(list(zip(records, boxes)), desc=f"caching crops ({c}px)",
-                                          unit="face", disable=not progress)):
+        for r, box in tqdm(list(zip(records, boxes)), desc=f"caching crops ({c}px)", unit="face",
+                           disable=not progress):
             if r.image != last_path:  # consecutive faces of one photo decode it once
-                last_path, last_image = r.image, load_rgb(r.image)
+                last_path = r.image
+                try:
+                    last_image = load_rgb(r.image)
+                except ImageLoadError as e:
+                    last_image = e
+            if isinstance(last_image, ImageLoadError):  # indexing reads headers only; pixel data can be damaged
+                failed.append(str(last_image))
+                continue
+            i = len(kept)
             t = CropTransform.from_box(box, spec.context).then(_zoom_out(spec.true_margin))
             mm[i] = t.warp(last_image, c)
             landmarks[i] = t.to_crop(r.landmarks)
             transforms[i] = t.matrix
+            kept.append(r.key)
         mm.flush()
         del mm
+        if failed:
+            os.truncate(tmp, len(kept) * c * c * 3)
+    if failed:
+        warnings.warn(f"skipped {len(failed)} face(s) whose image cannot be decoded, e.g. {failed[0]}; "
+                      f"`facealign data summary --strict` lists them", stacklevel=2)
+    if not kept:
+        raise DataError("no face could be cached: every image failed to decode")
+    landmarks, transforms = landmarks[:len(kept)], transforms[:len(kept)]
     with atomic_path(folder / f"crops-{key}.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, landmarks=landmarks, transforms=transforms)
-    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": [r.key for r in records]})
+    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": kept})
     return CropCache(folder, key)

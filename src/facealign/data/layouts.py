@@ -6,6 +6,7 @@ up empty is an error.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import warnings
@@ -49,6 +50,33 @@ class FaceRecord:
         return f"{self.subset}/{self.pts.stem}"
 
 
+# Problem kinds. A `skipped` face is left out; a `flagged` item is kept (or is not a face) but reported.
+# `data summary --strict` fails on any of them except EXPECTED_SKIPS.
+NO_IMAGE = "no image for .pts"
+BAD_PTS = "unreadable .pts"
+WRONG_COUNT = "wrong point count"
+PROFILE = "39-point profile face"  # Menpo's profile markup: expected, not an error
+BAD_IMAGE = "unreadable image"
+BAD_FOLDER = "unreadable folder"
+NO_PTS = "image without .pts"
+DUPLICATE = "duplicate stem"
+OUTSIDE = "landmarks far outside image"
+EXPECTED_SKIPS = (PROFILE,)
+# A landmark counts as far outside when it lies beyond the image border by more than this
+# fraction of the face size (the larger side of the landmark box). Faces cut by the border
+# (chins, ears) stay well under it; typos in hand-edited files (300 -> 3000) do not.
+OUTSIDE_TOLERANCE = 0.1
+
+
+def problem(kind: str, detail: str = "") -> str:
+    """A reason string 'kind: detail'; `problem_kind` recovers the kind."""
+    return f"{kind}: {detail}" if detail else kind
+
+
+def problem_kind(reason: str) -> str:
+    return reason.split(": ", 1)[0]
+
+
 @dataclass
 class DatasetIndex:
     """What a layout found under a root."""
@@ -58,7 +86,8 @@ class DatasetIndex:
     splits: dict[str, list[FaceRecord]]
     subset_counts: dict[str, int]
     missing: list[str]
-    skipped: list[tuple[str, str]]  # (path, reason)
+    skipped: list[tuple[str, str]]  # (path, reason): left out
+    flagged: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): kept or ignored, reported
 
     def split(self, name: str) -> list[FaceRecord]:
         if name not in self.splits:
@@ -72,6 +101,12 @@ class DatasetIndex:
         """Concatenate splits given as a list or a '+'-joined string ('train+common')."""
         names = names.split("+") if isinstance(names, str) else names
         return [r for n in names for r in self.split(n)]
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Everything `--strict` fails on: missing folders, unexpected skips, flagged items."""
+        missing = [(str(self.root / m), problem("missing folder")) for m in self.missing]
+        skipped = [(p, r) for p, r in self.skipped if problem_kind(r) not in EXPECTED_SKIPS]
+        return missing + skipped + self.flagged
 
 
 def _group_of(stem: str) -> str:
@@ -87,42 +122,81 @@ def find_image(pts_path: Path) -> tuple[Path | None, list[Path]]:
     return (found[0] if found else None), found[1:]
 
 
-def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = "") -> list[FaceRecord]:
+def _walk(folder: Path, problems: list) -> tuple[list[Path], list[Path]]:
+    """(.pts files, image files) under `folder`, sorted; unreadable sub-folders are reported, not fatal."""
+    pts, images = [], []
+
+    def onerror(e: OSError) -> None:
+        problems.append((str(e.filename or folder), problem(BAD_FOLDER, e.strerror or e.__class__.__name__)))
+
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror, followlinks=True):
+        seen.add(os.path.realpath(dirpath))
+        # follow symlinked folders (common in dataset copies) but never round a link loop
+        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in seen)
+        for name in filenames:
+            suffix = os.path.splitext(name)[1]
+            if suffix == ".pts":
+                pts.append(Path(dirpath) / name)
+            elif suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(Path(dirpath) / name)
+    return sorted(pts), sorted(images)
+
+
+def far_outside(landmarks: np.ndarray, width: int, height: int) -> float:
+    """How far the worst landmark lies outside the image, as a fraction of the face size (0 if inside).
+
+    landmarks: (K, 2) 0-based pixel centres; the image spans [-0.5, width - 0.5] x [-0.5, height - 0.5].
+    """
+    lo = np.array([-0.5, -0.5])
+    hi = np.array([width - 0.5, height - 0.5])
+    beyond = np.maximum(np.maximum(lo - landmarks, landmarks - hi), 0).max()
+    face = float((landmarks.max(0) - landmarks.min(0)).max())
+    return float(beyond) / max(face, 1.0)
+
+
+def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = "",
+                flagged: list | None = None) -> list[FaceRecord]:
     """Every image + 68-point .pts pair under `folder` (recursively), sorted by path.
 
-    Unusable files are appended to `skipped` as (path, reason) and left out.
+    Unusable faces are appended to `skipped` as (path, reason) and left out; images without
+    .pts, ignored duplicate images and faces with landmarks far outside their image go to
+    `flagged` (the faces are kept).
     """
+    flagged = [] if flagged is None else flagged
     records = []
-    try:
-        pts_files = sorted(folder.rglob("*.pts"))
-    except OSError as e:
-        skipped.append((str(folder), f"unreadable folder: {e}"))
-        return records
+    pts_files, image_files = _walk(folder, skipped)
+    paired: set[Path] = set()
     for pts in pts_files:
         image, extra = find_image(pts)
         if image is None:
-            skipped.append((str(pts), "no image with the same name"))
+            skipped.append((str(pts), problem(NO_IMAGE)))
             continue
+        paired.update([image, *extra])
         for other in extra:
-            skipped.append((str(other), f"duplicate stem, using {image.name}"))
+            flagged.append((str(other), problem(DUPLICATE, f"using {image.name}")))
         try:
             landmarks = read_pts(pts)
         except PtsError as e:
-            skipped.append((str(pts), str(e)))
+            skipped.append((str(pts), problem(BAD_PTS, str(e).removeprefix(f"{pts}: "))))
             continue
         if len(landmarks) != NUM_LANDMARKS:
-            reason = "39-point profile face" if len(landmarks) == PROFILE_POINTS else f"{len(landmarks)} points"
+            reason = problem(PROFILE) if len(landmarks) == PROFILE_POINTS else problem(WRONG_COUNT, f"{len(landmarks)} points")
             skipped.append((str(pts), reason))
             continue
         try:
             with Image.open(image) as im:
                 width, height = im.size
         except Exception as e:  # any decoder failure means the pair is unusable
-            skipped.append((str(image), f"unreadable image: {e.__class__.__name__}"))
+            skipped.append((str(image), problem(BAD_IMAGE, e.__class__.__name__)))
             continue
+        outside = far_outside(landmarks, width, height)
+        if outside > OUTSIDE_TOLERANCE:
+            flagged.append((str(pts), problem(OUTSIDE, f"{outside:.0%} of the face size beyond the border")))
         rel = pts.relative_to(folder).with_suffix("")
         records.append(FaceRecord(image=image, pts=pts, landmarks=landmarks, width=width, height=height,
                                   subset=subset, group=f"{group_prefix}{subset}/{_group_of(str(rel))}"))
+    flagged += [(str(p), problem(NO_PTS)) for p in image_files if p not in paired]
     return records
 
 
@@ -134,7 +208,7 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
     splits: split name -> subset names.
     """
     found: dict[str, list[FaceRecord]] = {}
-    missing, skipped = [], []
+    missing, skipped, flagged = [], [], []
     for name, candidates in subsets.items():
         folder = next((root / c for c in candidates if (root / c).is_dir()), None)
         if folder is None:
@@ -143,9 +217,17 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
                           stacklevel=3)
             found[name] = []
             continue
-        found[name] = scan_folder(folder, name, skipped)
+        found[name] = scan_folder(folder, name, skipped, flagged=flagged)
     split_records = {s: [r for sub in subs for r in found[sub]] for s, subs in splits.items()}
-    return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped)
+    _warn_outside(flagged, layout)
+    return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped, flagged)
+
+
+def _warn_outside(flagged: list, layout: str) -> None:
+    n = sum(problem_kind(r) == OUTSIDE for _, r in flagged)
+    if n:
+        warnings.warn(f"{layout}: {n} face(s) have landmarks far outside their image; "
+                      f"`facealign data summary` lists them", stacklevel=4)
 
 
 # 300W (Sagonas et al.): subset -> folder, and the standard splits.
@@ -180,8 +262,10 @@ def index_menpo(root: Path) -> DatasetIndex:
 
 def index_generic(root: Path) -> DatasetIndex:
     skipped: list = []
-    records = scan_folder(root, "all", skipped)
-    return DatasetIndex(root, "generic", {"all": records}, {"all": len(records)}, [], skipped)
+    flagged: list = []
+    records = scan_folder(root, "all", skipped, flagged=flagged)
+    _warn_outside(flagged, "generic")
+    return DatasetIndex(root, "generic", {"all": records}, {"all": len(records)}, [], skipped, flagged)
 
 
 LAYOUTS: dict[str, Callable[[Path], DatasetIndex]] = {

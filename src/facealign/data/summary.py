@@ -5,17 +5,59 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from facealign.data.layouts import DatasetIndex, index_dataset
+from facealign.data.layouts import BAD_IMAGE, EXPECTED_SKIPS, DatasetIndex, index_dataset, problem, problem_kind
+
+SHOW_PATHS = 5  # example paths listed per problem kind
 
 
-def summarize_root(root: Path, layout: str = "auto") -> DatasetIndex:
+def summarize_root(root: Path, layout: str = "auto", decode: bool = True, progress: bool = False) -> DatasetIndex:
+    """Index `root`; with `decode`, fully decode every paired image and move failures to `skipped`.
+
+    Indexing reads only image headers, so truncated or damaged pixel data is found only by decoding.
+    """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the summary lists missing folders itself
-        return index_dataset(root, layout)
+        warnings.simplefilter("ignore")  # the summary lists missing folders and flagged faces itself
+        index = index_dataset(root, layout)
+    if decode:
+        _decode_all(index, progress)
+    return index
 
 
-def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0] if reason.startswith(("unreadable", "duplicate")) else reason
+def _decode_all(index: DatasetIndex, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from facealign.imageio import ImageLoadError, load_rgb
+    images = sorted({r.image for recs in index.splits.values() for r in recs})
+    bad = set()
+    for path in tqdm(images, desc="decoding images", unit="img", disable=not progress, leave=False):
+        try:
+            load_rgb(path)
+        except ImageLoadError as e:
+            bad.add(path)
+            index.skipped.append((str(path), problem(BAD_IMAGE, str(e).removeprefix(f"{path}: "))))
+    if bad:
+        dropped = {r.key: r.subset for recs in index.splits.values() for r in recs if r.image in bad}
+        lost = Counter(dropped.values())
+        index.subset_counts = {k: n - lost[k] for k, n in index.subset_counts.items()}
+        index.splits = {name: [r for r in recs if r.image not in bad] for name, recs in index.splits.items()}
+
+
+def _section(title: str, items: list[tuple[str, str]], expected: tuple[str, ...] = ()) -> list[str]:
+    if not items:
+        return [f"{title}: none"]
+    lines = [f"{title}: {len(items)}"]
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for path, reason in items:
+        by_kind.setdefault(problem_kind(reason), []).append((path, reason))
+    for kind, entries in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
+        note = "  (expected)" if kind in expected else ""
+        lines.append(f"  {len(entries):>6}  {kind}{note}")
+        for path, reason in entries[:SHOW_PATHS]:
+            detail = reason[len(kind) + 2:]
+            lines.append(f"            {path}" + (f"  ({detail})" if detail else ""))
+        if len(entries) > SHOW_PATHS:
+            lines.append(f"            ... and {len(entries) - SHOW_PATHS} more")
+    return lines
 
 
 def format_summary(index: DatasetIndex) -> str:
@@ -27,10 +69,7 @@ def format_summary(index: DatasetIndex) -> str:
         photos = len({r.group for r in records})
         lines.append(f"  {name:<16} {len(records):>6} faces from {photos} photos" + ("  (empty)" if not records else ""))
     lines.append("missing folders: " + (", ".join(index.missing) if index.missing else "none"))
-    if index.skipped:
-        counts = Counter(_reason_kind(reason) for _, reason in index.skipped)
-        lines.append(f"skipped: {len(index.skipped)}")
-        lines += [f"  {n:>6}  {kind}" for kind, n in counts.most_common()]
-    else:
-        lines.append("skipped: none")
+    lines += _section("skipped faces", index.skipped, EXPECTED_SKIPS)
+    lines += _section("flagged (kept or ignored)", index.flagged)
+    lines.append(f"problems: {len(index.problems())}")
     return "\n".join(lines)

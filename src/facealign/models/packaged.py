@@ -5,12 +5,14 @@ Loading never unpickles arbitrary objects: safetensors for shipped weights,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from facealign.checkpoint import CheckpointError, load_checkpoint
 from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
 
@@ -45,7 +47,7 @@ def model_from_card(card: dict, state: dict[str, torch.Tensor]) -> LandmarkModel
 def load_model(spec: str | Path = "default", which: str = "model") -> tuple[LandmarkModel, dict]:
     """(model in eval mode, model card) from a packaged name, a .safetensors file (card beside it,
     same stem + .json) or a training checkpoint (.pt)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
     path = packaged_path(spec) if isinstance(spec, str) and spec in PACKAGED_MODELS else Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"model {str(spec)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)}")
@@ -53,14 +55,22 @@ def load_model(spec: str | Path = "default", which: str = "model") -> tuple[Land
         card_path = path.with_suffix(".json")
         if not card_path.is_file():
             raise FileNotFoundError(f"{path} has no model card {card_path.name} beside it")
-        card = json.loads(card_path.read_text())
-        return model_from_card(card, load_file(str(path))), card
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated or a pickle with code in it
-        raise ValueError(f"{path}: not a loadable facealign checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or which not in ckpt:
-        raise ValueError(f"{path}: not a facealign checkpoint (no config/{which})")
+        try:
+            card = json.loads(card_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{card_path}: unreadable model card ({e.__class__.__name__})") from None
+        data = path.read_bytes()
+        expected = card.get("weights_sha256")
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise CheckpointError(f"{path}: corrupt weights (SHA-256 differs from the model card's weights_sha256)")
+        try:
+            state = load(data)
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e.__class__.__name__})") from None
+        return model_from_card(card, state), card
+    ckpt = load_checkpoint(path)  # CheckpointError if truncated, corrupt, or a pickle with code in it
+    if "config" not in ckpt or which not in ckpt:
+        raise CheckpointError(f"{path}: not a facealign checkpoint (no config/{which})")
     card = card_from_config(ckpt["config"])
     return model_from_card(card, ckpt[which]), card
 
@@ -71,7 +81,9 @@ def save_packaged(model: torch.nn.Module, card: dict, stem: Path, fp16: bool = T
     state = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
     stem = Path(stem)
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(state))
+    data = save(state)
+    card = {**card, "weights_sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(stem.with_suffix(".safetensors"), data)
     atomic_write_json(stem.with_suffix(".json"), card)
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
