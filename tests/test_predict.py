@@ -21,32 +21,12 @@ from PIL import Image
 import facealign
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner, OutputNames, as_rgb, safe_stem
+from helpers import CARD, PointwiseBackend
 
 skimage_data = pytest.importorskip("skimage.data")
 
 DEFAULT_WEIGHTS = Path(facealign.__file__).parent / "weights" / "default.safetensors"
 ASTRO_BOX = np.array([174.5, 75.5, 265.5, 166.5], np.float32)  # dlib HOG (upsample 1) on the astronaut
-CARD = {"name": "test", "backbone": "efficientnet_b0", "head": "heatmap", "feature_index": -1, "head_kwargs": {},
-        "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
-
-
-class PointwiseBackend:
-    """(B, 3, S, S) -> (B, 68, 2): soft-argmax of a fixed random per-pixel colour projection per landmark."""
-
-    def __init__(self, seed: int = 0, temperature: float = 3.0):
-        self.w = np.random.default_rng(seed).normal(size=(68, 3)) * temperature
-        self.calls: list[int] = []
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self.calls.append(len(batch))
-        b, _, s, _ = batch.shape
-        logits = np.einsum("kc,bcij->bkij", self.w, batch.astype(np.float64)).reshape(b, 68, -1)
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        centres = (np.arange(s) + 0.5) / s
-        u = (p.reshape(b, 68, s, s).sum(2) * centres).sum(-1)
-        v = (p.reshape(b, 68, s, s).sum(3) * centres).sum(-1)
-        return np.stack([u, v], -1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

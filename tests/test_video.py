@@ -11,27 +11,11 @@ import pytest
 
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner
+from helpers import CARD, PointwiseBackend, write_clip
 from facealign.video import LandmarkSmoother, OneEuroFilter, iter_frames, predict_video, smooth_track
 
 skimage_data = pytest.importorskip("skimage.data")
 
-CARD = {"name": "test", "backbone": "efficientnet_b0", "head": "heatmap", "feature_index": -1, "head_kwargs": {},
-        "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
-
-
-class PointwiseBackend:
-    """Content-sensitive stand-in for a network: soft-argmax of a random per-pixel colour projection."""
-
-    def __init__(self, seed: int = 0, temperature: float = 3.0):
-        self.w = np.random.default_rng(seed).normal(size=(68, 3)) * temperature
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        b, _, s, _ = batch.shape
-        logits = np.einsum("kc,bcij->bkij", self.w, batch.astype(np.float64)).reshape(b, 68, -1)
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p = (p / p.sum(-1, keepdims=True)).reshape(b, 68, s, s)
-        centres = (np.arange(s) + 0.5) / s
-        return np.stack([(p.sum(2) * centres).sum(-1), (p.sum(3) * centres).sum(-1)], -1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +27,6 @@ def model_path(tmp_path_factory):
     torch.manual_seed(0)
     st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
     return st
-
-
-def write_clip(path: Path, n: int = 8, drift: float = 2.0, jitter: float = 0.0, noise: float = 0.0, seed: int = 0,
-               fourcc: str = "MJPG") -> list[np.ndarray]:
-    """n frames (240 x 240) around the astronaut's face, drifting `drift` px/frame, plus random jitter/noise."""
-    rng = np.random.default_rng(seed)
-    astro = skimage_data.astronaut().astype(np.float32)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (240, 240))
-    assert writer.isOpened()
-    frames = []
-    for i in range(n):
-        dx, dy = drift * i + rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
-        m = np.array([[1, 0, -(100 + dx)], [0, 1, -dy]], np.float64)
-        frame = cv2.warpAffine(astro, m, (240, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
-        frames.append(frame)
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return frames
 
 
 def _jitter(track: np.ndarray) -> float:

@@ -247,9 +247,14 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
             bar.update(1)
             bar.set_postfix_str(f"{n_faces / max(time.perf_counter() - t0, 1e-9):.1f} faces/s")
     bar.close()
+    complete = count is None or n_frames >= count
+    if not complete:  # damaged or cut-off file: keep what decoded, but say so
+        tqdm.write(f"facealign: warning: {path}: decoded {n_frames} of {count} frames "
+                   f"(the file ends early or is damaged)", file=sys.stderr)
     summary = {
         "source": str(path), "model": aligner.name, "backend": aligner.backend_name,
-        "detector": aligner.detector_name, "frames": n_frames, "fps": fps, "width": width, "height": height,
+        "detector": aligner.detector_name, "frames": n_frames, "frames_in_header": count, "complete": complete,
+        "fps": fps, "width": width, "height": height,
         "faces": n_faces,
         "smoothing": None if smooth is None else {"method": "one-euro", "alpha": smooth, "beta": beta,
                                                   "d_cutoff": D_CUTOFF, "reset_iou": RESET_IOU},
