@@ -21,7 +21,7 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 # ---------------------------------------------------------------- data
 def cmd_data_summary(args) -> int:
     from facealign.data.summary import format_summary, summarize_root
-    summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=True)
+    summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=sys.stderr.isatty())
     print(format_summary(summary))
     problems = summary.problems()
     if args.strict and problems:
