@@ -6,8 +6,8 @@ Files use the 1-based MATLAB convention (the centre of the top-left pixel is
 """
 from __future__ import annotations
 
-import math
 import os
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 from facealign.io import atomic_write_text
 
 PTS_OFFSET = 1.0  # file coordinates minus code coordinates
+_OFFSET = Decimal(1)
 
 
 class PtsError(ValueError):
@@ -59,19 +60,29 @@ def parse_pts(text: str, source: str = "<string>", n_points: int | None = None) 
         if len(parts) != 2:
             raise PtsError(f"{source}: expected 'x y' per line, got {ln!r}")
         try:
-            x, y = float(parts[0]), float(parts[1])
-        except ValueError:
+            x, y = Decimal(parts[0]), Decimal(parts[1])
+        except InvalidOperation:
             raise PtsError(f"{source}: non-numeric coordinate in {ln!r}") from None
-        if not (math.isfinite(x) and math.isfinite(y)):
+        if not (x.is_finite() and y.is_finite()):
             raise PtsError(f"{source}: non-finite coordinate in {ln!r}")
-        points.append((x, y))
+        points.append((_to_code(x), _to_code(y)))
     if not points:
         raise PtsError(f"{source}: no points")
     if declared is not None and declared != len(points):
         raise PtsError(f"{source}: header says n_points={declared} but the file has {len(points)}")
     if n_points is not None and len(points) != n_points:
         raise PtsError(f"{source}: expected {n_points} points, found {len(points)}")
-    return (np.asarray(points, dtype=np.float64) - PTS_OFFSET).astype(np.float32)
+    out = np.asarray(points, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise PtsError(f"{source}: coordinate too large for float32")
+    return out
+
+
+def _to_code(v: Decimal) -> float:
+    # Subtract the offset in exact decimal arithmetic: in float64, 1 + 3e-22 - 1 would be 0.
+    with localcontext() as ctx:
+        ctx.prec = 200
+        return float(v - _OFFSET)
 
 
 def read_pts(path: str | os.PathLike, n_points: int | None = None) -> np.ndarray:
@@ -91,19 +102,32 @@ def format_pts(points: np.ndarray, header: bool = True) -> str:
     pts = np.asarray(points, dtype=np.float32)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (K, 2), got {pts.shape}")
-    rows = [f"{_fmt(float(x) + PTS_OFFSET)} {_fmt(float(y) + PTS_OFFSET)}" for x, y in pts.astype(np.float64)]
+    if not np.isfinite(pts).all():
+        raise ValueError("points must be finite")
+    rows = [f"{_fmt(x)} {_fmt(y)}" for x, y in pts.astype(np.float64)]
     if header:
         rows = ["version: 1", f"n_points: {len(pts)}", "{", *rows, "}"]
     return "\n".join(rows) + "\n"
 
 
-def _fmt(v: float) -> str:
-    # Shortest text that parses back to the same float32 after the offset is removed.
-    for digits in range(6, 18):
-        s = f"{v:.{digits}g}"
-        if np.float32(float(s) - PTS_OFFSET) == np.float32(v - PTS_OFFSET):
-            return s
-    return repr(v)
+def _fmt(code_value: float) -> str:
+    """Shortest text for the file value (code value + 1) that parses back to the same float32."""
+    target = np.float32(code_value)
+    with localcontext() as ctx:
+        ctx.prec = 200
+        exact = Decimal(float(target)) + _OFFSET  # exact: no float rounding of the offset
+        # Usual values: a short float repr works. Values far below 1 pixel need more digits than a float has.
+        candidates = [f"{float(exact):.{d}g}" for d in range(6, 18)]
+        candidates += [_strip(f"{exact:.{d}g}") for d in range(18, 60)]
+        for s in candidates:
+            if np.float32(_to_code(Decimal(s))) == target:
+                return s
+        return str(exact)
+
+
+def _strip(s: str) -> str:
+    """Drop trailing zeros of a plain decimal (Decimal's 'g' keeps them)."""
+    return s.rstrip("0").rstrip(".") if "." in s and "e" not in s.lower() else s
 
 
 def write_pts(path: str | os.PathLike, points: np.ndarray, header: bool = True) -> None:
