@@ -9,6 +9,7 @@ back damaged weights. Loading never executes code (`weights_only=True`).
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -53,6 +54,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     state = {**state, INTEGRITY_KEY: {"sha256": state_digest(state)}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename, so a crash never leaves a renamed empty file
+            os.fsync(f.fileno())
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict:

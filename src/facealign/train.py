@@ -32,7 +32,7 @@ from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.transforms import AugmentConfig
 from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json, atomic_write_text
+from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
@@ -257,6 +257,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     if main_proc:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a run killed mid-write; the real files are intact
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
                                                     "world_size": world})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
