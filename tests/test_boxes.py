@@ -33,15 +33,21 @@ def test_box_cache_hits_misses_and_staleness(fixture_300w, tmp_path):
     images = [r.image for r in idx.split("train")]
     cache = BoxCache(fixture_300w, tmp_path / "cache")
     stats = precompute_boxes(images, cache, workers=1, progress=False)
-    assert stats == {"total": 7, "hits": 0, "detected": 7, "failures": []}
+    assert stats == {"total": 7, "hits": 0, "stale": 0, "detected": 7, "failures": []}
     again = BoxCache(fixture_300w, tmp_path / "cache")
     assert precompute_boxes(images, again, workers=1, progress=False)["hits"] == 7
     # a changed image is detected again, not served from the cache
     images[0].write_bytes(images[0].read_bytes() + b"\0")
-    assert precompute_boxes(images, BoxCache(fixture_300w, tmp_path / "cache"), workers=1, progress=False)["hits"] == 6
-    # a corrupt cache file is ignored, not trusted
+    stats = precompute_boxes(images, BoxCache(fixture_300w, tmp_path / "cache"), workers=1, progress=False)
+    assert stats["hits"] == 6 and stats["stale"] == 1 and stats["detected"] == 1
+    # boxes_for reports stale entries it refused to use
+    images[1].write_bytes(images[1].read_bytes() + b"\0")
+    with pytest.warns(UserWarning, match="1 cached detection\\(s\\) .* were stale"):
+        boxes_for(idx.split("train"), "detector", cache=BoxCache(fixture_300w, tmp_path / "cache"), detect=True)
+    # a corrupt cache file is reported and ignored, not trusted
     cache.path.write_text("{not json")
-    assert BoxCache(fixture_300w, tmp_path / "cache").entries == {}
+    with pytest.warns(UserWarning, match="box cache .* is unreadable"):
+        assert BoxCache(fixture_300w, tmp_path / "cache").entries == {}
 
 
 def test_boxes_for_needs_cached_detections(fixture_300w, tmp_path):

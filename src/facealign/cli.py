@@ -45,7 +45,8 @@ def cmd_boxes(args) -> int:
     images = {r.image for recs in index.splits.values() for r in recs}
     cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
     stats = precompute_boxes(images, cache, workers=args.workers, progress=not args.quiet)
-    print(f"boxes: {stats['total']} images, {stats['hits']} cache hits, {stats['detected']} detected, "
+    print(f"boxes: {stats['total']} images, {stats['hits']} cache hits, {stats['stale']} stale (image changed "
+          f"since detection), {stats['detected']} detected, "
           f"{len(stats['failures'])} failed -> {cache.path}")
     for path, reason in stats["failures"]:
         print(f"  failed: {path}: {reason}", file=sys.stderr)

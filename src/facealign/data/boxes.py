@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -163,20 +164,27 @@ class BoxCache:
         self.detector = detector
         self.path = Path(cache_dir or default_cache_dir(self.root)) / f"boxes-{detector.tag}.json"
         self.entries: dict[str, dict] = {}
+        self.stale: set[str] = set()  # entries whose image changed since detection (detected again)
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text())
                 if data.get("detector") == detector.tag:
-                    self.entries = data["images"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                    self.entries = dict(data["images"])
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
                 self.entries = {}  # a corrupt cache is rebuilt, never trusted
+                warnings.warn(f"box cache {self.path} is unreadable ({e.__class__.__name__}); "
+                              f"faces will be detected again", stacklevel=2)
 
     def _key(self, image: Path) -> str:
         return str(Path(image).resolve().relative_to(self.root))
 
     def get(self, image: Path) -> list[Detection] | None:
-        entry = self.entries.get(self._key(image))
-        if entry is None or entry["stamp"] != _stamp(Path(image)):
+        key = self._key(image)
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if not isinstance(entry, dict) or entry.get("stamp") != _stamp(Path(image)):
+            self.stale.add(key)  # the image changed (size or mtime) since it was detected
             return None
         return [(np.asarray(d[:4], dtype=np.float32), float(d[4])) for d in entry["detections"]]
 
@@ -208,7 +216,8 @@ def precompute_boxes(images: Iterable[Path], cache: BoxCache, workers: int = 2, 
     from tqdm import tqdm
     images = sorted({str(Path(p)) for p in images})
     todo = [p for p in images if cache.get(Path(p)) is None]
-    stats = {"total": len(images), "hits": len(images) - len(todo), "detected": 0, "failures": []}
+    stats = {"total": len(images), "hits": len(images) - len(todo), "stale": len(cache.stale), "detected": 0,
+             "failures": []}
     if todo:
         ctx_pool = None
         if workers > 1:
@@ -261,4 +270,8 @@ def boxes_for(records, protocol: str, cache: BoxCache | None = None, detect: boo
             if best_detection(dets, r.landmarks) is None:
                 counts["no_detection"] += 1
         out.append(fn(r.landmarks, dets, r.width, r.height))
+    if cache is not None and cache.stale:
+        warnings.warn(f"{len(cache.stale)} cached detection(s) in {cache.path} were stale (the image changed "
+                      f"since detection) and were not used", stacklevel=2)
+        cache.stale.clear()
     return np.stack(out).astype(np.float32), counts
