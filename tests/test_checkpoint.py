@@ -181,8 +181,10 @@ def test_resume_refuses_a_damaged_checkpoint(data, tmp_path, damage, capsys):
 
 
 def test_metrics_jsonl_is_rewritten_whole(data, tmp_path):
+    from facealign.fpstate import flushing_denormals
     cfg = _cfg(data, tmp_path, max_steps=1)
     train(cfg, progress=False)
+    assert not flushing_denormals()  # training restores the process's floating-point setting
     lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert not [p for p in cfg.run_dir.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -22,7 +22,7 @@ def test_boxes_command_reports_cache_hits(fixture_300w, tmp_path, capsys):
     args = ["boxes", str(fixture_300w), "--workers", "1", "--quiet", "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 0
     assert main(args) == 0
-    assert "9 images, 9 cache hits, 0 detected" in capsys.readouterr().out
+    assert "9 images, 9 cache hits, 0 stale (image changed since detection), 0 detected" in capsys.readouterr().out
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):

@@ -107,3 +107,25 @@ def test_truncated_cache_is_rebuilt(fixture_300w, tmp_path):
 def test_cache_size_is_pixel_aligned(size):
     spec = CacheSpec(size=size)
     assert (spec.cache_size - size) % 2 == 0 and spec.cache_size >= size * 1.4
+
+
+def test_images_wider_than_opencv_allows_are_warped_through_a_window():
+    """OpenCV's remap refuses sides >= 32767 px; warp then samples from the needed window only,
+    with bit-identical results (found by benchmarks/fuzz_predict.py: a GIF header claiming 63,243 px)."""
+    import cv2
+
+    from facealign.data.crop import CV_MAX_SIDE, _source_window
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (300, 500, 3), dtype=np.uint8)
+    for box in ([100, 100, 300, 300], [-200, -100, 100, 400], [450, 250, 700, 500], [-900, -900, -500, -500]):
+        m = CropTransform.from_box(np.array(box, float), 0.2).pixel_matrix(64)
+        window, m2 = _source_window(img, m, 64)
+        full = cv2.warpAffine(img, m, (64, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        part = cv2.warpAffine(window, m2, (64, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        np.testing.assert_array_equal(full, part)
+    wide = np.zeros((64, CV_MAX_SIDE + 500, 3), np.uint8)
+    wide[:, 20000:20300] = rng.integers(0, 255, (64, 300, 3), dtype=np.uint8)
+    t = CropTransform.from_box(np.array([20000.0, 0.0, 20063.0, 63.0]), 0.0)
+    crop = t.warp(wide, 64)
+    same = CropTransform.from_box(np.array([0.0, 0.0, 63.0, 63.0]), 0.0).warp(wide[:, 20000:20300], 64)
+    np.testing.assert_array_equal(crop, same)

@@ -48,10 +48,9 @@ def exported(request, tmp_path_factory):
     """(safetensors path, onnx path, card) for each test architecture, exported once per module."""
     backbone, head = MODELS[request.param]
     folder = tmp_path_factory.mktemp(request.param)
-    card = _card(backbone, head)
-    st, _ = save_packaged(_perturbed(backbone, head), card, folder / "m")
+    st, card_path = save_packaged(_perturbed(backbone, head), _card(backbone, head), folder / "m")
     path = export_onnx(st, folder / "m.onnx")
-    return st, path, card
+    return st, path, json.loads(card_path.read_text())  # the card as saved (with weights_sha256)
 
 
 def test_checker_metadata_and_no_temp_files(exported):

@@ -347,3 +347,18 @@ def test_face_is_frozen():
         f.score = 2.0
     with pytest.raises(ValueError):
         f.landmarks[0, 0] = 1.0
+
+
+def test_prediction_leaves_the_callers_denormal_setting_alone(aligner, astro):
+    import torch
+
+    from facealign.fpstate import flushing_denormals
+    assert not flushing_denormals()
+    aligner.predict(astro, boxes=ASTRO_BOX)
+    assert not flushing_denormals()  # set for our own compute only, then restored
+    torch.set_flush_denormal(True)
+    try:
+        aligner.predict(astro, boxes=ASTRO_BOX)
+        assert flushing_denormals()  # a caller who wants flushing keeps it
+    finally:
+        torch.set_flush_denormal(False)

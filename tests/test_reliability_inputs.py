@@ -253,3 +253,39 @@ def test_video_whose_frames_stop_early(model_path, tmp_path, capsys):
     assert len(list((tmp_path / "o" / "cut").glob("frame_*.json"))) == summary["frames"]
     assert f"decoded {summary['frames']} of 12 frames" in captured.err and "Traceback" not in captured.err
     assert (tmp_path / "o" / "cut" / "annotated.mp4").stat().st_size > 0
+
+
+def test_one_image_failing_in_the_network_step_does_not_sink_its_batch(pointwise, face, tmp_path, capsys,
+                                                                          monkeypatch):
+    from facealign.predict import run_predict
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(face).save(src / f"ok{i}.png")
+    odd = np.ascontiguousarray(face[:, :77])  # a marker width the patched step refuses
+    Image.fromarray(odd).save(src / "odd.png")
+    real = pointwise.align
+
+    def align(arrays, detections):
+        if any(a.shape[1] == 77 for a in arrays):
+            raise RuntimeError("boom")
+        return real(arrays, detections)
+    monkeypatch.setattr(pointwise, "align", align)
+    report = run_predict([src], tmp_path / "out", pointwise, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert report.images == 3 and [f for f, _ in report.failures] == [str(src / "odd.png")]
+    assert err == [f"facealign: skipped {src / 'odd.png'}: cannot predict landmarks (RuntimeError: boom)"]
+
+
+def test_a_huge_but_legal_panorama_is_processed(pointwise, face, tmp_path):
+    """A 40 x 33,000 px image (under Pillow's pixel limit, over OpenCV's side limit) with a face box in it."""
+    pano = np.zeros((240, 33_000, 3), np.uint8)
+    pano[:, 20_000:20_200] = face
+    path = tmp_path / "pano.png"
+    Image.fromarray(pano).save(path)
+    # a box small enough that the 64 px model crop needs no pre-shrinking (which depends on the array size)
+    box = np.array([20_060.0, 60.0, 20_140.0, 140.0], np.float32)
+    faces = pointwise.predict(path, boxes=box)
+    direct = pointwise.predict(face, boxes=box - [20_000, 0, 20_000, 0])
+    # equal up to OpenCV's 1/32-pixel sampling grid and float32 rounding of x ~ 20,000 (ulp 0.002 px)
+    np.testing.assert_allclose(faces[0].landmarks - [20_000, 0], direct[0].landmarks, atol=0.1)

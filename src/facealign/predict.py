@@ -23,20 +23,21 @@ from facealign.data.pts import write_pts
 from facealign.imageio import ImageLoadError, load_rgb
 from facealign.io import atomic_write_bytes, atomic_write_text
 from facealign.models.packaged import PACKAGED_MODELS, load_model, packaged_path
+from facealign.fpstate import flush_denormals
 from facealign.runner import Backend, CropRunner
 
 
 
 class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
-        torch.set_flush_denormal(True)  # denormals slow CPU inference badly
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(x)["coords"].float().cpu().numpy()
+        with flush_denormals():  # denormals slow CPU inference badly; the caller's setting is restored
+            return self.model(x)["coords"].float().cpu().numpy()
 
 
 class LandmarkRunner(CropRunner):
@@ -427,6 +428,23 @@ def _save_image(path: Path, image: Image.Image) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _align_each(aligner: FaceAligner, loaded: list, fail: Callable[[str, str], None]) -> tuple[list, list]:
+    """Align a batch in one network call; if that fails, image by image, reporting the ones that fail."""
+    if not loaded:
+        return [], []
+    try:
+        return loaded, aligner.align([rgb for _, rgb, _ in loaded], [d for _, _, d in loaded])
+    except Exception:  # one pathological image must not sink the whole batch
+        kept, results = [], []
+        for item in loaded:
+            try:
+                results += aligner.align([item[1]], [item[2]])
+                kept.append(item)
+            except Exception as e:
+                fail(str(item[0]), f"cannot predict landmarks ({e.__class__.__name__}: {str(e).strip()[:200]})")
+        return kept, results
+
+
 @dataclass
 class PredictReport:
     images: int = 0
@@ -472,7 +490,7 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
             except Exception as e:  # one bad file is reported, never fatal
                 msg = str(e) if isinstance(e, ImageLoadError) else f"{e.__class__.__name__}: {e}"
                 fail(str(path), msg.removeprefix(f"{path}: "))
-        results = aligner.align([rgb for _, rgb, _ in loaded], [d for _, _, d in loaded]) if loaded else []
+        loaded, results = _align_each(aligner, loaded, fail)
         for (path, rgb, _), faces in zip(loaded, results):
             stem = names.stem(path)
             json_path = names.path(f"{stem}.json")
@@ -499,8 +517,9 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
             summary = process_video(aligner, path, names, stem, pts=pts, draw=draw, smooth=smooth,
                                     beta=DEFAULT_BETA if smooth_beta is None else smooth_beta,
                                     rows=rows, progress=progress)
-        except (ImageLoadError, ValueError, OSError) as e:
-            fail(str(path), str(e).removeprefix(f"{path}: "))
+        except Exception as e:  # one bad video is reported, never fatal
+            msg = str(e) if isinstance(e, (ImageLoadError, ValueError, OSError)) else f"{e.__class__.__name__}: {e}"
+            fail(str(path), msg.strip().removeprefix(f"{path}: "))
             continue
         report.videos += 1
         report.frames += summary["frames"]

@@ -32,6 +32,7 @@ from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.transforms import AugmentConfig
 from facealign.imageio import load_rgb
+from facealign.fpstate import flush_denormals
 from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
@@ -205,9 +206,13 @@ def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train one model; returns the final summary (also written to run_dir/final.json)."""
-    from tqdm import tqdm
     # Denormal floats (tiny gradients late in training) make x86 CPU math up to 30x slower.
-    torch.set_flush_denormal(True)
+    with flush_denormals():
+        return _train(cfg, resume, progress)
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
+    from tqdm import tqdm
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

@@ -19,6 +19,25 @@ import numpy as np
 DEFAULT_CONTEXT = 0.10  # the study enlarges the face box by 10% of its size
 
 
+CV_MAX_SIDE = 32767  # OpenCV's remap (behind warpAffine) refuses images with a side of SHRT_MAX or more
+
+
+def _source_window(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `image` a size x size crop samples from (plus a 2 px margin, clipped to the image),
+    and the pixel matrix `m` re-expressed for that window. Sampling, including replicated borders at
+    the image edges, is unchanged; only the array OpenCV sees is smaller."""
+    inv = np.linalg.inv(_to3(m))[:2]
+    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = image.shape[:2]
+    x0 = int(np.clip(np.floor(src[:, 0].min()) - 2, 0, w - 1))
+    y0 = int(np.clip(np.floor(src[:, 1].min()) - 2, 0, h - 1))
+    x1 = int(np.clip(np.ceil(src[:, 0].max()) + 3, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(src[:, 1].max()) + 3, y0 + 1, h))
+    shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)  # window pixel -> image pixel
+    return image[y0:y1, x0:x1], (_to3(m) @ _to3(shift))[:2]
+
+
 def _to3(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
@@ -65,6 +84,8 @@ class CropTransform:
     def warp(self, image: np.ndarray, size: int, border: str = "replicate") -> np.ndarray:
         """Resample `image` (H, W, C) uint8 into a (size, size, C) crop (bilinear; area-like when shrinking)."""
         m = self.pixel_matrix(size)
+        if max(image.shape[:2]) >= CV_MAX_SIDE:
+            image, m = _source_window(image, m, size)
         scale = np.sqrt(abs(np.linalg.det(m[:, :2])))
         src = image
         if scale < 0.5:
