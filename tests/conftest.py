@@ -33,3 +33,16 @@ def shared_300w():
     if not (SHARED_300W / "afw").is_dir():
         pytest.skip(f"shared 300W data not found at {SHARED_300W}")
     return SHARED_300W
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    """A small random efficientnet_b0 heatmap model packaged like a shipped one (helpers.CARD)."""
+    import torch
+
+    from facealign.models import build_model
+    from facealign.models.packaged import save_packaged
+    from helpers import CARD
+    torch.manual_seed(0)
+    st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
+    return st

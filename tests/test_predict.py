@@ -21,23 +21,12 @@ from PIL import Image
 import facealign
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner, OutputNames, as_rgb, safe_stem
-from helpers import CARD, PointwiseBackend
+from helpers import PointwiseBackend
 
 skimage_data = pytest.importorskip("skimage.data")
 
 DEFAULT_WEIGHTS = Path(facealign.__file__).parent / "weights" / "default.safetensors"
 ASTRO_BOX = np.array([174.5, 75.5, 265.5, 166.5], np.float32)  # dlib HOG (upsample 1) on the astronaut
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import torch
-
-    from facealign.models import build_model
-    from facealign.models.packaged import save_packaged
-    torch.manual_seed(0)
-    st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
-    return st
 
 
 @pytest.fixture(scope="module")

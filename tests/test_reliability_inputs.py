@@ -16,20 +16,9 @@ from PIL import Image
 from facealign.cli import main
 from facealign.imageio import ImageLoadError, load_rgb
 from facealign.predict import FaceAligner
-from helpers import CARD, PointwiseBackend, write_clip
+from helpers import PointwiseBackend, write_clip
 
 skimage_data = pytest.importorskip("skimage.data")
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import torch
-
-    from facealign.models import build_model
-    from facealign.models.packaged import save_packaged
-    torch.manual_seed(0)
-    st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
-    return st
 
 
 @pytest.fixture(scope="module")

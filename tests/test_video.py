@@ -11,22 +11,11 @@ import pytest
 
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner
-from helpers import CARD, PointwiseBackend, write_clip
+from helpers import PointwiseBackend, write_clip
 from facealign.video import LandmarkSmoother, OneEuroFilter, iter_frames, predict_video, smooth_track
 
 skimage_data = pytest.importorskip("skimage.data")
 
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import torch
-
-    from facealign.models import build_model
-    from facealign.models.packaged import save_packaged
-    torch.manual_seed(0)
-    st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
-    return st
 
 
 def _jitter(track: np.ndarray) -> float:
