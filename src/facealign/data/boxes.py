@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -56,10 +57,32 @@ def _dlib_hog():
     return dlib.get_frontal_face_detector()
 
 
+# dlib's HOG detector corrupts the heap (a later call aborts with "malloc(): invalid size") once its
+# upsampled image passes somewhere between 121 and 230 Mpx (found by benchmarks/fuzz_predict.py).
+# Larger images are shrunk before detection so the upsampled image stays under this budget.
+MAX_DETECT_PIXELS = 2**26  # 67 Mpx after upsampling: a 16.7 Mpx photo at upsample=1 is untouched
+
+
 def dlib_hog_detect(image: np.ndarray, upsample: int = 1) -> list[Detection]:
-    """dlib's HOG frontal face detector on an RGB uint8 (H, W, 3) image."""
+    """dlib's HOG frontal face detector on an RGB uint8 (H, W, 3) image; boxes in its pixels.
+
+    Images whose upsampled size would exceed MAX_DETECT_PIXELS are detected at a reduced
+    scale (faces must then be proportionally larger to be found) and the boxes mapped back.
+    """
+    h, w = image.shape[:2]
+    scale = min(1.0, math.sqrt(MAX_DETECT_PIXELS / (h * w * 4 ** upsample)))
+    if scale < 1.0:
+        import cv2
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    sx, sy = image.shape[1] / w, image.shape[0] / h
     rects, scores, _ = _dlib_hog().run(np.ascontiguousarray(image), upsample, 0.0)
-    return [(_dlib_rect_to_box(r), float(s)) for r, s in zip(rects, scores)]
+    out = []
+    for r, score in zip(rects, scores):
+        box = _dlib_rect_to_box(r).astype(np.float64)
+        # pixel-centre coordinates: x_full = (x_small + 0.5) / s - 0.5 (identity when not shrunk)
+        box = (box + 0.5) / np.array([sx, sy, sx, sy]) - 0.5
+        out.append((box.astype(np.float32), float(score)))
+    return out
 
 
 DETECTORS: dict[str, Callable[..., list[Detection]]] = {"dlib": dlib_hog_detect}
