@@ -57,20 +57,23 @@ def _dlib_hog():
     return dlib.get_frontal_face_detector()
 
 
-# dlib's HOG detector corrupts the heap (a later call aborts with "malloc(): invalid size") once its
-# upsampled image passes somewhere between 121 and 230 Mpx (found by benchmarks/fuzz_predict.py).
-# Larger images are shrunk before detection so the upsampled image stays under this budget.
+# dlib's HOG detector can corrupt the heap (a later call aborts with "malloc(): invalid size") on
+# extreme images: found by benchmarks/fuzz_predict.py with upsampled images of 230 Mpx, and with
+# sequences of panoramas whose upsampled side exceeded 65,535 px. Images are shrunk before detection
+# so that the upsampled image stays within both budgets below.
 MAX_DETECT_PIXELS = 2**26  # 67 Mpx after upsampling: a 16.7 Mpx photo at upsample=1 is untouched
+MAX_DETECT_SIDE = 2**14  # 16,384 px after upsampling: an 8,192 px side at upsample=1 is untouched
 
 
 def dlib_hog_detect(image: np.ndarray, upsample: int = 1) -> list[Detection]:
     """dlib's HOG frontal face detector on an RGB uint8 (H, W, 3) image; boxes in its pixels.
 
-    Images whose upsampled size would exceed MAX_DETECT_PIXELS are detected at a reduced
+    Images whose upsampled size would exceed MAX_DETECT_PIXELS or MAX_DETECT_SIDE are detected at a reduced
     scale (faces must then be proportionally larger to be found) and the boxes mapped back.
     """
     h, w = image.shape[:2]
-    scale = min(1.0, math.sqrt(MAX_DETECT_PIXELS / (h * w * 4 ** upsample)))
+    scale = min(1.0, math.sqrt(MAX_DETECT_PIXELS / (h * w * 4 ** upsample)),
+                MAX_DETECT_SIDE / (max(h, w) * 2 ** upsample))
     if scale < 1.0:
         import cv2
         image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
