@@ -189,3 +189,13 @@ def test_metrics_jsonl_is_rewritten_whole(data, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert not [p for p in cfg.run_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
     np.testing.assert_equal(json.loads((cfg.run_dir / "final.json").read_text())["history"][-1]["epoch"], 2)
+
+
+def test_resume_deletes_temporaries_of_a_killed_write(data, tmp_path):
+    cfg = _cfg(data, tmp_path, epochs=1, max_steps=1)
+    train(cfg, progress=False)
+    stale = cfg.run_dir / ".checkpoint_last.pt.k3j2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    cfg2 = _cfg(data, tmp_path, epochs=1, max_steps=1)
+    train(cfg2, resume=True, progress=False)
+    assert not stale.exists() and load_checkpoint(cfg.run_dir / "checkpoint_last.pt")["epoch"] == 0
