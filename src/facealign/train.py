@@ -85,7 +85,7 @@ PRESETS: dict[str, dict] = {
     "cpu": {"size": 128, "batch_size": 32, "epochs": 12},
     # The shipped default model: ImageNet lite0, fused stride-8 heatmaps, trained on honest boxes.
     "default": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn", "loss": "integral_bce",
-                "size": 160, "batch_size": 32, "epochs": 36, "context": 0.4, "train_box": "detector",
+                "size": 160, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
                 "val_box": "detector"},
 }
 
