@@ -46,3 +46,13 @@ def model_path(tmp_path_factory):
     torch.manual_seed(0)
     st, _ = save_packaged(build_model("efficientnet_b0", "heatmap"), CARD, tmp_path_factory.mktemp("model") / "m")
     return st
+
+
+@pytest.fixture(scope="module")
+def pointwise(model_path):
+    """A FaceAligner whose network is helpers.PointwiseBackend (content-sensitive, rotation-equivariant)."""
+    from facealign.predict import FaceAligner
+    from helpers import PointwiseBackend
+    fa = FaceAligner(model_path)
+    fa.runner.backend = PointwiseBackend()
+    return fa

@@ -6,6 +6,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Tiny training settings for tests on generated 96 px faces (seconds per run on 2 CPU cores).
+TINY = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, lr=3e-3)
+
+
+def tiny_config(data: Path, tmp_path: Path, **overrides):
+    """A TrainConfig for `data` writing runs and caches under `tmp_path`; TINY plus `overrides`."""
+    from facealign.train import make_config
+    return make_config(data=str(data), out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                       **{**TINY, **overrides})
+
+
 CARD = {"name": "test", "backbone": "efficientnet_b0", "head": "heatmap", "feature_index": -1, "head_kwargs": {},
         "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
 

@@ -1,7 +1,6 @@
 """Checkpoint and model-file integrity: truncation, bit flips, malicious pickles, NaN losses, bad resumes."""
 import hashlib
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from facealign.cli import main
 from facealign.data.synthetic import make_300w_fixture
 from facealign.models import build_model
 from facealign.models.packaged import load_model, save_packaged
-from facealign.train import NonFiniteLossError, make_config, train
+from facealign.train import NonFiniteLossError, train
+from helpers import tiny_config
 
 CARD = {"name": "t", "backbone": "efficientnet_b0", "head": "regression", "feature_index": -1, "head_kwargs": {},
         "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
@@ -112,18 +112,13 @@ def test_shipped_default_matches_its_digest():
 
 
 # ---------------------------------------------------------------- training
-TINY = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, lr=3e-3)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("d") / "300W"
     return make_300w_fixture(root, {"afw": 4, "helen/trainset": 8, "helen/testset": 2}, size=96)
 
 
-def _cfg(data, tmp_path, **kw):
-    return make_config(data=str(data), out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
-                       **{**TINY, **kw})
+_cfg = tiny_config
 
 
 def _nan_at(monkeypatch, call: int):

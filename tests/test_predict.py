@@ -21,7 +21,6 @@ from PIL import Image
 import facealign
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner, OutputNames, as_rgb, safe_stem
-from helpers import PointwiseBackend
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -32,13 +31,6 @@ ASTRO_BOX = np.array([174.5, 75.5, 265.5, 166.5], np.float32)  # dlib HOG (upsam
 @pytest.fixture(scope="module")
 def aligner(model_path):
     return FaceAligner(model_path)
-
-
-@pytest.fixture(scope="module")
-def pointwise(model_path):
-    fa = FaceAligner(model_path)
-    fa.runner.backend = PointwiseBackend()
-    return fa
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,9 @@ from PIL import Image
 
 from facealign.cli import main
 from facealign.imageio import ImageLoadError, load_rgb
-from facealign.predict import FaceAligner
-from helpers import PointwiseBackend, write_clip
+from helpers import write_clip
 
 skimage_data = pytest.importorskip("skimage.data")
-
-
-@pytest.fixture(scope="module")
-def pointwise(model_path):
-    fa = FaceAligner(model_path)
-    fa.runner.backend = PointwiseBackend()
-    return fa
 
 
 @pytest.fixture(scope="module")

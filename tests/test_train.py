@@ -8,10 +8,8 @@ import pytest
 
 from facealign.data.synthetic import make_300w_fixture
 from facealign.evaluate import TorchPredictor, evaluate
-from facealign.train import make_config, train
-
-TINY = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, lr=3e-3)
-
+from facealign.train import train
+from helpers import tiny_config
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -19,9 +17,7 @@ def data(tmp_path_factory):
     return make_300w_fixture(root, {"afw": 8, "helen/trainset": 12, "helen/testset": 4}, size=96)
 
 
-def _cfg(data, tmp_path, **kw):
-    return make_config(data=str(data), out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
-                       **{**TINY, **kw})
+_cfg = tiny_config
 
 
 def test_train_then_evaluate(data, tmp_path):

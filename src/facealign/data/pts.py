@@ -6,6 +6,7 @@ Files use the 1-based MATLAB convention (the centre of the top-left pixel is
 """
 from __future__ import annotations
 
+import itertools
 import os
 from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
@@ -117,9 +118,9 @@ def _fmt(code_value: float) -> str:
         ctx.prec = 200
         exact = Decimal(float(target)) + _OFFSET  # exact: no float rounding of the offset
         # Usual values: a short float repr works. Values far below 1 pixel need more digits than a float has.
-        candidates = [f"{float(exact):.{d}g}" for d in range(6, 18)]
-        candidates += [_strip(f"{exact:.{d}g}") for d in range(18, 60)]
-        for s in candidates:
+        candidates = itertools.chain((f"{float(exact):.{d}g}" for d in range(6, 18)),
+                                     (_strip(f"{exact:.{d}g}") for d in range(18, 60)))
+        for s in candidates:  # lazily: the first float candidate almost always fits
             if np.float32(_to_code(Decimal(s))) == target:
                 return s
         return str(exact)
