@@ -27,13 +27,15 @@ class CachedFaces(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(crop (S, S, 3) float32 in [0, 1], coords (68, 2) normalised) for the i-th item."""
+    def sample(self, i: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(crop (S, S, 3) float32 in [0, 1], coords (68, 2) normalised) for the i-th item in `epoch`
+        (default: the one set by `set_epoch`)."""
+        epoch = self.epoch if epoch is None else epoch
         j = int(self.indices[i])
         size = self.cache.spec.size
         geometry, flip, rng = None, False, None
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, j])
+            rng = np.random.default_rng([self.seed, epoch, j])
             geometry, flip = random_geometry(rng, self.augment)
         t = self.cache.pixel_to_crop(geometry)
         # landmarks are stored in cached-crop coords: convert to cached pixel centres, then map like the image
@@ -45,7 +47,27 @@ class CachedFaces(Dataset):
             crop = photometric(crop, rng, self.augment)
         return crop, coords
 
-    def __getitem__(self, i: int) -> dict:
-        crop, coords = self.sample(i)
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
+        """`i` is an item index, or (epoch, index) so that persistent DataLoader workers, which hold a
+        copy of this dataset, follow the epoch (see `EpochSampler`)."""
+        epoch, i = i if isinstance(i, tuple) else (None, i)
+        crop, coords = self.sample(i, epoch)
         return {"image": torch.from_numpy(normalize_float(crop)), "coords": torch.from_numpy(coords),
                 "index": int(self.indices[i])}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) pairs in `sampler`'s order; the epoch is read in the main process."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return ((self.epoch, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
