@@ -35,10 +35,18 @@ def test_bench_table_has_three_rows_and_all_columns(tmp_path):
     assert table[0] == "| " + " | ".join(COLUMNS) + " |"
     assert len(table) == 2 + 3
     assert table[2].startswith("| tiny (torch) |") and table[3].startswith("| tiny (onnxruntime) |")
-    assert table[4].startswith("| dlib shape predictor (68 pt) |") and table[4].count("1.00×") + table[4].count("n/a") == 6
+    assert table[4].startswith("| dlib shape predictor (68 pt) |") and table[4].count("1.00×") + table[4].count("n/a") == 7
     assert all(line.count("|") == len(COLUMNS) + 1 for line in table)
 
+    # accuracy both ways: the fair headline (gt-box) and the study's whole-image fallback; synthetic faces are
+    # all detector misses, so `skip` has nothing left
+    for r in rows:
+        acc = r["accuracy"]
+        assert [a["miss"] for a in acc.values()] == ["gt-box", "whole-image", "skip"]
+        assert r["nme"] == acc["gt-box"]["nme"] and r["detector_misses"] == 3 and acc["skip"]["n"] == 0
     md = result["markdown"]
+    assert "3 detector misses get their ground-truth landmark box (`--miss gt-box`)" in md
+    assert "| `whole-image`: whole-image box (the study's protocol) | 3 | 3 |" in md
     for needle in ("Date: ", "Command: `facealign bench --data", "--repeats 3 --threads 1", "Machine: ",
                    "torch 2.", "onnxruntime ", "dlib ", "Threads: torch and onnxruntime intra-op threads = 1"):
         assert needle in md, needle

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from facealign.data.boxes import FAIR_MISS
 from facealign.data.layouts import DataError
 from facealign.data.pts import PtsError
 from facealign.imageio import ImageLoadError
@@ -76,13 +77,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def format_summary_line(s: dict) -> str:
+    """One line per evaluated split: faces in the metric, detector misses and their handling, metrics."""
+    t = s["threshold"]
+    return (f"{s['model']} on {s['split']}: {s['n']} of {s['faces']} faces evaluated, {s['box_protocol']} boxes, "
+            f"{s['detector_misses']} detector misses -> --miss {s['miss']} ({s['miss_handling']}): "
+            f"NME {s['nme']:.4f}  AUC@{t} {s['auc']:.4f}  FR@{t} {s['fr']:.4f}")
+
+
 def cmd_evaluate(args) -> int:
+    from facealign.data.boxes import get_miss_policy
     from facealign.evaluate import evaluate, load_predictor
+    get_miss_policy(args.miss)  # before loading a model
     predictor = load_predictor(args.model)
-    results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir)
-    for split, s in results.items():
-        print(f"{s['model']} on {split} ({s['n']} faces, {s['box_protocol']} boxes, {s['no_detection']} without "
-              f"detection): NME {s['nme']:.4f}  AUC@{s['threshold']} {s['auc']:.4f}  FR@{s['threshold']} {s['fr']:.4f}")
+    results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss)
+    for s in results.values():
+        print(format_summary_line(s))
     print(f"outputs in {args.output}")
     return 0
 
@@ -90,7 +100,7 @@ def cmd_evaluate(args) -> int:
 def cmd_experiments(args) -> int:
     from facealign.experiments import run_grid
     rows = run_grid(str(args.data), args.output, args.preset, args.only, args.best, tuple(args.split), args.box,
-                    with_dlib=not args.no_dlib, report_only=args.report_only, **_overrides(args))
+                    with_dlib=not args.no_dlib, report_only=args.report_only, miss=args.miss, **_overrides(args))
     print(f"{len(rows)} rows -> {args.output / 'results.md'}")
     return 0
 
@@ -102,9 +112,22 @@ def cmd_package(args) -> int:
     command = args.command_text or "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,
                        not args.no_flip, command)
-    for name, m in card.get("metrics", {}).items():
-        print(f"{card['name']} on {name}: NME {m['nme']:.4f}  AUC@0.08 {m['auc']:.4f}  FR@0.08 {m['fr']:.4f}")
+    for m in card.get("metrics", {}).values():
+        print(format_summary_line(m))
     print(f"wrote {args.output}.safetensors and {args.output}.json")
+    return 0
+
+
+def cmd_card(args) -> int:
+    import shlex
+
+    from facealign.models.packaged import remeasure_packaged
+    parts = ["facealign", "card", str(args.model), "--data", str(args.data), "--split", args.split]
+    command = shlex.join(parts + (["--cache-dir", str(args.cache_dir)] if args.cache_dir else []))
+    card = remeasure_packaged(args.model, args.data, args.split, args.cache_dir, command)
+    for m in card["metrics"].values():
+        print(format_summary_line(m))
+    print(f"rewrote the card of {args.model} (weights untouched, sha256 {card['weights_sha256'][:12]}...)")
     return 0
 
 
@@ -171,6 +194,10 @@ def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any TrainConfig field")
 
 
+MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
+             "for every method), whole-image (the study's protocol) or skip (left out of the metric)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facealign", description="68-point facial landmark toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,11 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint or dlib on data splits")
-    p.add_argument("--model", required=True, help="checkpoint path, or 'dlib'")
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint, a packaged model or dlib on data splits")
+    p.add_argument("--model", required=True, help="'default' (packaged), a .safetensors file, a checkpoint (.pt), "
+                                                  "or 'dlib'")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector", help="box protocol: detector (default), gt, seed")
+    p.add_argument("--miss", default=FAIR_MISS, help=MISS_HELP)
     p.add_argument("-o", "--output", type=Path, default=Path("results/eval"))
     p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -227,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best", action="store_true", help="only efficientnet_b0-heatmap-mse")
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector")
+    p.add_argument("--miss", default=FAIR_MISS, help=MISS_HELP)
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--report-only", action="store_true", help="tabulate finished experiments, train nothing")
     p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"))
@@ -241,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="ship without flip test-time augmentation")
     p.add_argument("--command-text", default=None, help="training command to record in the card")
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
+    p.add_argument("model", help="packaged name ('default') or a .safetensors stem, e.g. src/facealign/weights/default")
+    p.add_argument("--data", type=Path, required=True, help="evaluate on this data root")
+    p.add_argument("--split", default="common")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("demo", help="landmarks on a sample photo with the packaged default model (results/demo)")
     p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),

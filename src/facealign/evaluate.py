@@ -1,4 +1,11 @@
-"""Evaluation: any predictor, a data root, splits and a named box protocol -> metrics and files."""
+"""Evaluation: any predictor, a data root, splits, a named box protocol and a named detector-miss
+handling -> metrics and files.
+
+A detector miss (no detection overlaps the face) is counted separately in every output, and `miss`
+says what box the face gets instead (`facealign.data.boxes.MISS_POLICIES`): `gt-box` (default: the
+same box for every method, so the metric measures landmark quality), `whole-image` (the study's
+protocol) or `skip` (left out of the metric).
+"""
 from __future__ import annotations
 
 import time
@@ -9,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.boxes import BoxCache, boxes_for
+from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, face_boxes, get_miss_policy
 from facealign.data.layouts import index_dataset
 from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json
@@ -50,34 +57,65 @@ def predict_records(predictor, records, boxes: np.ndarray, progress: bool = Fals
     return out
 
 
+def output_stem(out_dir: str | Path, model: str, split: str, protocol: str, miss: str) -> Path:
+    """Common path stem of one evaluation's files (.csv, .png, .json, _errors.npy)."""
+    return Path(out_dir) / f"{model}_{split.replace('/', '-')}_{protocol}_{miss}"
+
+
+def ced_title(summary: dict) -> str:
+    """CED plot title naming the split, boxes, detector misses and their handling, and n."""
+    return (f"CED on {summary['split']} ({summary['box_protocol']} boxes; {summary['detector_misses']} detector "
+            f"misses: {summary['miss']}; n = {summary['n']})")
+
+
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
              cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str = "inter_ocular",
-             progress: bool = True) -> dict[str, dict]:
-    """Evaluate on each split; writes per-image CSV, CED PNG and summary JSON per split into out_dir."""
+             progress: bool = True, miss: str = FAIR_MISS) -> dict[str, dict]:
+    """Evaluate on each split; writes per-image CSV, CED PNG, summary JSON and errors (.npy) per split into out_dir.
+
+    Summary keys, beyond `evaluate_landmarks`'s (n = faces in the metric, nme, auc, fr...): faces (in the
+    split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol.
+    """
+    get_miss_policy(miss)  # an unknown name fails before any work
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = index_dataset(data)
     box_cache = BoxCache(data, cache_dir)
-    results, errors_by_split = {}, {}
+    results = {}
     for split in splits:
         records = index.split(split)
-        boxes, counts = boxes_for(records, protocol, cache=box_cache, detect=True)
+        fb = face_boxes(records, protocol, miss, cache=box_cache, detect=True)
+        kept = np.flatnonzero(fb.kept)
+        if len(kept) == 0:
+            raise ValueError(f"all {len(records)} faces of {split!r} are detector misses; --miss {miss} leaves "
+                             f"nothing to evaluate")
         t0 = time.time()
-        pred = predict_records(predictor, records, boxes, progress)
+        pred = predict_records(predictor, [records[i] for i in kept], fb.boxes[kept], progress)
         elapsed = time.time() - t0
-        errors, summary = evaluate_landmarks(pred, np.stack([r.landmarks for r in records]), norm, threshold)
-        summary.update(split=split, box_protocol=protocol, model=predictor.name, no_detection=counts["no_detection"],
-                       seconds=elapsed)
+        gt = np.stack([records[i].landmarks for i in kept])
+        errors, summary = evaluate_landmarks(pred, gt, norm, threshold)
+        summary.update(split=split, box_protocol=protocol, miss=miss, miss_handling=MISS_LABELS[miss],
+                       faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
+                       model=predictor.name, seconds=elapsed)
         results[split] = summary
-        errors_by_split[split] = errors
         if out_dir is not None:
-            stem = Path(out_dir) / f"{predictor.name}_{split.replace('/', '-')}_{protocol}"
-            write_per_image_csv(stem.with_suffix(".csv"), [r.key for r in records], errors,
-                                extra={"box_protocol": [protocol] * len(records)})
-            plot_ced({f"{predictor.name} [{split}, {protocol} boxes]": errors}, stem.with_suffix(".png"), threshold,
-                     title=f"CED on {split} ({protocol} boxes)")
-            atomic_write_json(stem.with_suffix(".json"), summary)
-            with atomic_path(stem.with_name(stem.name + "_errors.npy")) as tmp, open(tmp, "wb") as f:
-                np.save(f, errors)
+            _write_outputs(output_stem(out_dir, predictor.name, split, protocol, miss), records, fb, errors, summary,
+                           threshold)
     box_cache.save()
     return results
+
+
+def _write_outputs(stem: Path, records, fb, errors: np.ndarray, summary: dict, threshold: float) -> None:
+    """Per-image CSV (every face of the split; a skipped face has an empty nme), CED PNG, JSON, errors .npy."""
+    per_face = np.full(len(records), np.nan)
+    per_face[fb.kept] = errors
+    n = len(records)
+    write_per_image_csv(stem.with_suffix(".csv"), [r.key for r in records], per_face,
+                        extra={"box_protocol": [fb.protocol] * n, "miss": [fb.miss] * n,
+                               "detector_miss": fb.missed.astype(int).tolist(),
+                               "evaluated": fb.kept.astype(int).tolist()})
+    label = f"{summary['model']} [{summary['split']}, {fb.protocol} boxes, misses: {fb.miss}]"
+    plot_ced({label: errors}, stem.with_suffix(".png"), threshold, title=ced_title(summary))
+    atomic_write_json(stem.with_suffix(".json"), summary)
+    with atomic_path(stem.with_name(stem.name + "_errors.npy")) as tmp, open(tmp, "wb") as f:
+        np.save(f, errors)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.evaluate import TorchPredictor, evaluate, load_predictor
+from facealign.data.boxes import FAIR_MISS
+from facealign.evaluate import TorchPredictor, evaluate, load_predictor, output_stem
 from facealign.io import atomic_write_json
 from facealign.report import plot_ced, write_table
 from facealign.train import TrainConfig, make_config, train
@@ -54,10 +55,11 @@ def cpu_ms_per_face(predictor, size: int | None, repeats: int = 20) -> float:
 
 def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None, best: bool = False,
              test_splits=("common",), protocol: str = "detector", with_dlib: bool = True,
-             progress: bool = True, report_only: bool = False, **overrides) -> list[dict]:
+             progress: bool = True, report_only: bool = False, miss: str = FAIR_MISS, **overrides) -> list[dict]:
     """Train (or resume, or skip when finished) and evaluate each experiment; write the results folder.
 
     report_only: leave unfinished experiments out instead of training them.
+    miss: detector-miss handling (`facealign.data.boxes.MISS_POLICIES`), named in every table row.
     """
     out = Path(out)
     rows, curves = [], {}
@@ -72,17 +74,17 @@ def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None,
         history = json.loads((cfg.run_dir / "final.json").read_text())["history"]
         train_min = sum(h["epoch_s"] for h in history) / 60
         rows.append(_row(predictor, evaluate(predictor, data, list(test_splits), protocol, out / "per_experiment",
-                                             progress=progress), cfg.size, out, curves, train_min))
+                                             progress=progress, miss=miss), cfg.size, out, curves, train_min))
     if with_dlib:
         dlib = load_predictor("dlib")
         rows.append(_row(dlib, evaluate(dlib, data, list(test_splits), protocol, out / "per_experiment",
-                                        progress=progress), None, out, curves, None))
+                                        progress=progress, miss=miss), None, out, curves, None))
     main_split = test_splits[0]
     rows.sort(key=lambda r: -r[f"{main_split} AUC@0.08"])
     write_table(rows, out / "results")
-    plot_ced(curves, out / "ced_all.png", title=f"CED on {main_split} ({protocol} boxes)")
-    atomic_write_json(out / "grid.json", {"preset": preset, "protocol": protocol, "splits": list(test_splits),
-                                           "overrides": overrides})
+    plot_ced(curves, out / "ced_all.png", title=f"CED on {main_split} ({protocol} boxes; detector misses: {miss})")
+    atomic_write_json(out / "grid.json", {"preset": preset, "protocol": protocol, "miss": miss,
+                                           "splits": list(test_splits), "overrides": overrides})
     return rows
 
 
@@ -90,10 +92,13 @@ def _row(predictor, results: dict, size, out: Path, curves: dict, train_min: flo
     params = sum(p.numel() for p in predictor.model.parameters()) if hasattr(predictor, "model") else None
     row = {"experiment": predictor.name}
     for split, s in results.items():
-        row.update({f"{split} NME": s["nme"], f"{split} AUC@0.08": s["auc"], f"{split} FR@0.08": s["fr"]})
-        errors = np.load(out / "per_experiment" / f"{predictor.name}_{split}_{s['box_protocol']}_errors.npy")
+        row.update({f"{split} NME": s["nme"], f"{split} AUC@0.08": s["auc"], f"{split} FR@0.08": s["fr"],
+                    f"{split} n": s["n"], f"{split} detector misses": s["detector_misses"], f"{split} misses": s["miss"]})
+        stem = output_stem(out / "per_experiment", predictor.name, split, s["box_protocol"], s["miss"])
+        errors = np.load(stem.with_name(stem.name + "_errors.npy"))
         curves.setdefault(predictor.name, errors)
-        plot_ced({predictor.name: errors}, out / f"ced_{predictor.name}.png", title=f"{predictor.name} on {split}")
+        plot_ced({predictor.name: errors}, out / f"ced_{predictor.name}.png",
+                 title=f"{predictor.name} on {split} ({s['detector_misses']} detector misses: {s['miss']})")
     row.update({"params (M)": None if params is None else params / 1e6,
                 "CPU ms/face": cpu_ms_per_face(predictor, size),
                 "train min (sum of epochs)": None if train_min is None else round(train_min, 1)})

@@ -135,7 +135,8 @@ def write_per_image_csv(
 ) -> Path:
     """Write one row per image: name, nme, then the `extra` columns in dict order.
 
-    errors: (N,) per-image errors; names and every extra column must have length N.
+    errors: (N,) per-image errors; names and every extra column must have length N. NaN marks a face
+    left out of the metric (e.g. a skipped detector miss) and is written as an empty cell.
     Returns the written path.
     """
     errors = np.asarray(errors, dtype=np.float64).reshape(-1)
@@ -147,7 +148,7 @@ def write_per_image_csv(
     if len(set(header)) != len(header):
         raise ValueError(f"extra column names clash with 'name'/'nme' or each other: {list(extra)}")
     rows = [
-        [name, repr(float(e)), *(_plain(col[i]) for col in extra.values())]
+        [name, "" if np.isnan(e) else repr(float(e)), *(_plain(col[i]) for col in extra.values())]
         for i, (name, e) in enumerate(zip(names, errors))
     ]
     path = Path(path)

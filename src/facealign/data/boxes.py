@@ -121,27 +121,66 @@ def best_detection(detections: list[Detection], landmarks: np.ndarray) -> np.nda
     return detections[max(scored)[1]][0] if scored else None
 
 
-def detector_box(landmarks, detections, width, height) -> np.ndarray:
-    """`detector` protocol: the detector's box only; no detection -> the whole image (as in the study)."""
-    box = best_detection(detections, landmarks)
-    return whole_image_box(width, height) if box is None else box
+# ---------------------------------------------------------------- detector misses
+# A face with no overlapping detection is a detector miss. What box it gets is a named, explicit choice,
+# recorded in every evaluation output: a miss says nothing about landmark quality, and the whole-image
+# box (the study's protocol) gives every method a different kind of garbage input.
+def miss_whole_image(landmarks, width, height) -> np.ndarray:
+    """`whole-image` (the study's protocol): the whole photo is the box."""
+    return whole_image_box(width, height)
 
 
-def gt_box(landmarks, detections, width, height) -> np.ndarray:
-    """`gt` protocol: the tight bounding box of the ground-truth landmarks."""
+def miss_gt_box(landmarks, width, height) -> np.ndarray:
+    """`gt-box`: the tight box of the ground-truth landmarks, identical for every method."""
     return landmark_box(landmarks)
 
 
-def seed_box(landmarks, detections, width, height) -> np.ndarray:
+def miss_skip(landmarks, width, height) -> None:
+    """`skip`: no box; the face is left out of the metric."""
+    return None
+
+
+MISS_POLICIES: dict[str, Callable[..., np.ndarray | None]] = {
+    "whole-image": miss_whole_image, "gt-box": miss_gt_box, "skip": miss_skip}
+# One-line labels for tables, plot titles and model cards.
+MISS_LABELS = {"whole-image": "whole-image box (the study's protocol)",
+               "gt-box": "ground-truth landmark box (identical for every method)",
+               "skip": "left out of the metric"}
+FAIR_MISS = "gt-box"  # the headline: landmark quality on identical boxes
+STUDY_MISS = "whole-image"
+
+
+def get_miss_policy(name: str) -> Callable[..., np.ndarray | None]:
+    if name not in MISS_POLICIES:
+        raise ValueError(f"unknown detector-miss handling {name!r}; valid: {', '.join(MISS_POLICIES)}")
+    return MISS_POLICIES[name]
+
+
+# ---------------------------------------------------------------- box protocols
+def detector_box(landmarks, detections, width, height, on_miss=miss_whole_image) -> np.ndarray | None:
+    """`detector` protocol: the detector's box only; a miss gets `on_miss` (default: the whole image,
+    as in the study)."""
+    box = best_detection(detections, landmarks)
+    return on_miss(landmarks, width, height) if box is None else box
+
+
+def gt_box(landmarks, detections, width, height, on_miss=miss_whole_image) -> np.ndarray:
+    """`gt` protocol: the tight bounding box of the ground-truth landmarks (no detector, no misses)."""
+    return landmark_box(landmarks)
+
+
+def seed_box(landmarks, detections, width, height, on_miss=miss_whole_image) -> np.ndarray | None:
     """`seed` protocol (the study's): detector box enlarged to contain every landmark.
 
     At test time this leaks the answer: the box edges sit on the extreme
     ground-truth points, so the crop already tells the model where the face ends.
     """
-    return union_box(detector_box(landmarks, detections, width, height), landmark_box(landmarks))
+    box = detector_box(landmarks, detections, width, height, on_miss)
+    return None if box is None else union_box(box, landmark_box(landmarks))
 
 
 BOX_PROTOCOLS: dict[str, Callable[..., np.ndarray]] = {"detector": detector_box, "gt": gt_box, "seed": seed_box}
+NO_DETECTOR = ("gt",)  # protocols that never look at detections
 
 
 def get_box_protocol(name: str) -> Callable[..., np.ndarray]:
@@ -269,35 +308,60 @@ def precompute_boxes(images: Iterable[Path], cache: BoxCache, workers: int = 2, 
     return stats
 
 
-def boxes_for(records, protocol: str, cache: BoxCache | None = None, detect: bool = False,
-              detector: DetectorConfig = DetectorConfig()) -> tuple[np.ndarray, dict[str, int]]:
-    """Boxes (N, 4) for face records under a named protocol.
+@dataclass(frozen=True)
+class FaceBoxes:
+    """Boxes for N faces under a box protocol and a detector-miss handling.
+
+    boxes: (N, 4) float32 image pixels; rows of skipped faces are NaN.
+    missed: (N,) bool, no detection overlaps the face (always False for `gt`, which uses no detector).
+    """
+
+    boxes: np.ndarray
+    missed: np.ndarray
+    protocol: str
+    miss: str
+
+    @property
+    def kept(self) -> np.ndarray:
+        """(N,) bool: faces that have a box and so enter the metric."""
+        return ~np.isnan(self.boxes).any(axis=1)
+
+
+def face_boxes(records, protocol: str, miss: str = STUDY_MISS, cache: BoxCache | None = None, detect: bool = False,
+               detector: DetectorConfig = DetectorConfig()) -> FaceBoxes:
+    """Boxes for face records under a named protocol, misses handled by the named `miss` policy.
 
     Detections come from `cache`, or on the fly when `detect` is true (then
     stored in the cache if one is given). `gt` needs no detections.
-    Returns the boxes and counts {'no_detection': n, 'missing_cache': n}.
     """
     from facealign.imageio import load_rgb
-    fn = get_box_protocol(protocol)
-    out, counts = [], {"no_detection": 0, "missing_cache": 0}
+    fn, on_miss = get_box_protocol(protocol), get_miss_policy(miss)
+    out, missed = [], []
     for r in records:
         dets: list[Detection] = []
-        if protocol != "gt":
+        if protocol not in NO_DETECTOR:
             cached = cache.get(r.image) if cache is not None else None
             if cached is None and detect:
                 cached = get_detector(detector.name)(load_rgb(r.image), detector.upsample)
                 if cache is not None:
                     cache.put(r.image, cached)
             if cached is None:
-                counts["missing_cache"] += 1
                 raise LookupError(f"no cached detections for {r.image}; run `facealign boxes {cache.root if cache else 'ROOT'}` "
                                   "or pass detect=True")
             dets = cached
-            if best_detection(dets, r.landmarks) is None:
-                counts["no_detection"] += 1
-        out.append(fn(r.landmarks, dets, r.width, r.height))
+        missed.append(protocol not in NO_DETECTOR and best_detection(dets, r.landmarks) is None)
+        box = fn(r.landmarks, dets, r.width, r.height, on_miss)
+        out.append(np.full(4, np.nan, np.float32) if box is None else box)
     if cache is not None and cache.stale:
         warnings.warn(f"{len(cache.stale)} cached detection(s) in {cache.path} were stale (the image changed "
                       f"since detection) and were not used", stacklevel=2)
         cache.stale.clear()
-    return np.stack(out).astype(np.float32), counts
+    return FaceBoxes(np.stack(out).astype(np.float32).reshape(-1, 4), np.asarray(missed, bool), protocol, miss)
+
+
+def boxes_for(records, protocol: str, cache: BoxCache | None = None, detect: bool = False,
+              detector: DetectorConfig = DetectorConfig(), miss: str = STUDY_MISS) -> tuple[np.ndarray, dict[str, int]]:
+    """`face_boxes` as (boxes (N, 4), counts {'no_detection': n, 'missing_cache': 0}); misses get the whole
+    image unless `miss` says otherwise (training and tools that predate the miss option)."""
+    fb = face_boxes(records, protocol, miss, cache, detect, detector)
+    return fb.boxes, {"no_detection": int(fb.missed.sum()), "missing_cache": 0}
