@@ -78,9 +78,9 @@ def test_feature_index_minus_two_halves_stride():
 
 
 def test_registry_and_errors():
-    assert set(HEADS) == {"heatmap", "regression", "fpn"}
+    assert set(HEADS) == {"heatmap", "regression", "fpn", "fpn4"}
     assert isinstance(build_model("efficientnet_b0", "regression").head, RegressionHead)
-    with pytest.raises(ValueError, match="fpn, heatmap, regression"):
+    with pytest.raises(ValueError, match="fpn, fpn4, heatmap, regression"):
         build_model("efficientnet_b0", "transformer")
     with pytest.raises(ValueError, match="efficientnet_b0"):
         build_backbone("no_such_net")
@@ -196,3 +196,19 @@ def test_fpn_head_fuses_three_levels_at_stride_8():
     loss = compute_loss(build_loss("heatmap", "integral"), out, torch.rand(2, 68, 2))
     loss.backward()
     assert model.head.lateral[0].weight.grad.abs().sum() > 0
+
+
+def test_fpn4_head_predicts_stride_4_maps():
+    from facealign.losses import build_loss, compute_loss
+    from facealign.models.heatmap import gaussian_heatmaps
+    model = build_model("tf_efficientnet_lite0", "fpn4")
+    assert model.backbone.level_strides == [4, 8, 16, 32]
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["heatmaps"].shape == (2, 68, 16, 16) and out["coords"].shape == (2, 68, 2)
+    loss = compute_loss(build_loss("heatmap", "integral_bce"), out, torch.rand(2, 68, 2), 1.0)
+    loss.backward()
+    assert model.head.lateral4.weight.grad.abs().sum() > 0 and model.head.lateral[0].weight.grad.abs().sum() > 0
+    # the decoded coordinates follow the stride-4 maps: a peak at cell (3, 12) of 16 decodes near its centre
+    peak = gaussian_heatmaps(torch.tensor([[[12.5 / 16, 3.5 / 16]]]), (16, 16), sigma=0.5)
+    coords = model.head.outputs(torch.log(peak.clamp_min(1e-6)) * 20)["coords"]
+    assert torch.allclose(coords, torch.tensor([[[12.5 / 16, 3.5 / 16]]]), atol=0.01)
