@@ -39,6 +39,18 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+def cmd_data_pack(args) -> int:
+    from facealign.data.pack import write_pack
+    s = write_pack(args.root, args.output, args.split, box=args.box, size=args.size, context=args.context,
+                   margin=args.margin, layout=args.layout, cache_dir=args.cache_dir, progress=not args.quiet,
+                   **({} if args.quality is None else {"quality": args.quality}))
+    flagged = f", {s['undetected']} missed by the detector (packed with the gt box, flagged)" \
+        if s["box_protocol"] == "detector" else ""
+    print(f"pack: {s['faces']} faces ({'+'.join(s['splits'])}; {s['box_protocol']} boxes{flagged}), "
+          f"{s['resolution']} px JPEG q{s['quality']}: {s['bytes'] / 1e6:.1f} MB in {s['seconds']:.0f} s -> {s['path']}")
+    return 0
+
+
 def cmd_boxes(args) -> int:
     from facealign.data.boxes import BoxCache, DetectorConfig, precompute_boxes
     from facealign.data.layouts import index_dataset
@@ -221,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_data_show)
+    p = data.add_parser("pack", help="one portable file of JPEG face crops, landmarks, boxes and metadata for "
+                                     "`facealign train --data PACK`")
+    _add_data_args(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="pack file to write (e.g. train.fapack)")
+    p.add_argument("--split", nargs="+", default=["train"], help="split(s) to pack (default: train)")
+    p.add_argument("--box", default="detector", help="box protocol: detector (default; faces the detector misses are "
+                                                      "packed with the gt box and flagged), seed or gt")
+    p.add_argument("--size", type=int, default=256, help="largest network size served at full resolution (default "
+                                                         "256; crops are size x margin pixels)")
+    p.add_argument("--context", type=float, default=0.4, help="box enlargement (default 0.4, the `default` preset's)")
+    p.add_argument("--margin", type=float, default=1.5, help="augmentation margin (default 1.5)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("boxes", help="precompute face-detector boxes into a cache")
     _add_data_args(p)
@@ -232,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_boxes)
 
     p = sub.add_parser("train", help="train one model (resumable)")
-    p.add_argument("--data", type=str, required=True)
+    p.add_argument("--data", type=str, required=True, help="data root, or a pack file from `facealign data pack`")
     p.add_argument("--preset", default=None, help="seed (the study: 224 px, batch 64, 40 epochs) or cpu")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
     _add_train_flags(p)

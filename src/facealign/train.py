@@ -136,6 +136,11 @@ def environment() -> dict:
 # ---------------------------------------------------------------- data
 def prepare_data(cfg: TrainConfig, progress: bool = True):
     """Crop caches for the train and validation parts of the training pool."""
+    from facealign.data.pack import is_pack, pack_caches
+    if is_pack(cfg.data):  # a `facealign data pack` file: no raw photos, detector or box cache needed
+        return pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
+                           CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,
+                           cfg.drop_undetected, cfg.cache_dir, progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = index_dataset(cfg.data, cfg.layout)

@@ -141,3 +141,39 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
             np.savez(f, landmarks=landmarks, transforms=transforms)
     atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": kept})
     return CropCache(folder, key)
+
+
+def write_crop_cache(folder: Path, key: str, spec: CacheSpec, keys: list[str], crops, landmarks: np.ndarray,
+                     transforms: np.ndarray, progress: bool = False, desc: str = "caching crops") -> CropCache:
+    """A cache from crops computed elsewhere (e.g. decoded from a training pack), or an identical earlier one.
+
+    crops: iterable of (C, C, 3) uint8 arrays in `keys` order (C = spec.cache_size); landmarks (N, K, 2) in
+    cached-crop normalised coords; transforms (N, 2, 3) image pixels -> cached-crop normalised coords.
+    `key` names the cache files, so it must change whenever the inputs do.
+    """
+    from tqdm import tqdm
+    folder = Path(folder)
+    if (folder / f"crops-{key}.json").is_file():
+        try:
+            return CropCache(folder, key)
+        except (ValueError, OSError, KeyError):
+            pass  # damaged: rebuild below
+    folder.mkdir(parents=True, exist_ok=True)
+    n, c = len(keys), spec.cache_size
+    with atomic_path(folder / f"crops-{key}.u8") as tmp:
+        mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, c, c, 3))
+        count = 0
+        for i, crop in enumerate(tqdm(crops, total=n, desc=f"{desc} ({c}px)", unit="face", disable=not progress)):
+            if i >= n or crop.shape != (c, c, 3):
+                raise ValueError(f"crop {i} has shape {crop.shape}, expected {(c, c, 3)} (and {n} crops)")
+            mm[i] = crop
+            count += 1
+        if count != n:
+            raise ValueError(f"got {count} crops for {n} keys")
+        mm.flush()
+        del mm
+    with atomic_path(folder / f"crops-{key}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, landmarks=np.asarray(landmarks, np.float32), transforms=np.asarray(transforms, np.float64))
+    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": list(keys)})
+    return CropCache(folder, key)
