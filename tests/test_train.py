@@ -35,7 +35,8 @@ def test_train_then_evaluate(data, tmp_path):
     s = results["common"]
     assert s["n"] == 4 and s["box_protocol"] == "gt" and 0 <= s["auc"] <= 1 and s["nme"] > 0
     names = sorted(p.name for p in (tmp_path / "eval").iterdir())
-    assert "efficientnet_b0-heatmap-mse_common_gt.csv" in names and "efficientnet_b0-heatmap-mse_common_gt.png" in names
+    # file names carry the box protocol and the detector-miss handling
+    assert {"efficientnet_b0-heatmap-mse_common_gt_gt-box.csv", "efficientnet_b0-heatmap-mse_common_gt_gt-box.png"} <= set(names)
     # a second plain run into the same folder is refused rather than overwriting it
     with pytest.raises(ValueError, match="--resume"):
         train(cfg, progress=False)
@@ -89,3 +90,71 @@ def test_ddp_gloo_two_processes(data, tmp_path):
     # rank 0 alone writes: one line per epoch, not one per process
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert proc.stdout.count("best validation NME") == 2  # both ranks return; only rank 0 saved
+
+
+def test_init_model_starts_from_a_trained_network(data, tmp_path):
+    import torch
+
+    from facealign.models.packaged import load_model
+    from facealign.train import build_model, load_full_model
+    cfg = _cfg(data, tmp_path, epochs=1)
+    train(cfg, progress=False)
+    ckpt = cfg.run_dir / "checkpoint_best.pt"
+    fresh = build_model(cfg.backbone, cfg.head)
+    load_full_model(fresh, str(ckpt))
+    trained, _ = load_model(ckpt)
+    for (k, a), b in zip(fresh.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="does not match"):
+        load_full_model(build_model(cfg.backbone, "regression"), str(ckpt))
+    # a fine-tuning run from it trains and records where it started
+    tuned = train(_cfg(data, tmp_path / "ft", epochs=1, init_model=str(ckpt)), progress=False)
+    assert tuned["history"][0]["epoch"] == 1
+
+
+def test_loaders_give_the_same_landmarks(data, tmp_path):
+    """The `workers` (numpy per sample) and `tensor` (batched on the device) loaders serve the same
+    faces in the same order with the same augmented landmarks; pixels agree to interpolation rounding."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DistributedSampler
+
+    from facealign.train import build_batches, prepare_data
+    cfg = _cfg(data, tmp_path, workers=0)
+    train_cache, _, _ = prepare_data(cfg, progress=False)
+    out = {}
+    for loader in ("workers", "tensor"):
+        c = _cfg(data, tmp_path, workers=0, loader=loader)
+        sampler = DistributedSampler(range(len(train_cache)), num_replicas=1, rank=0, shuffle=True, seed=0,
+                                     drop_last=True)
+        sampler.set_epoch(1)
+        out[loader] = list(build_batches(train_cache, c, sampler, 4, torch.device("cpu")).epoch(1))
+    assert len(out["workers"]) == len(out["tensor"]) > 0
+    for (xa, ca), (xb, cb) in zip(out["workers"], out["tensor"]):
+        assert np.abs(ca.numpy() - cb.numpy()).max() < 1e-4
+        assert (xa - xb).abs().mean() < 0.05  # ImageNet-normalised units (~4.4 per unit of [0, 1])
+
+
+def test_amp_modes_are_checked():
+    import torch
+
+    from facealign.train import amp_dtype
+    cpu = torch.device("cpu")
+    assert amp_dtype("off", cpu) is None and amp_dtype("auto", cpu) is None
+    assert amp_dtype("auto", torch.device("cuda")) == torch.float16
+    with pytest.raises(ValueError, match="valid: off, bf16, fp16, auto"):
+        amp_dtype("int8", cpu)
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        amp_dtype("fp16", cpu)
+
+
+def test_final_fit_without_validation(data, tmp_path):
+    """val_fraction 0: every training face is used, no validation; the last epoch is the shipped one."""
+    cfg = _cfg(data, tmp_path, epochs=2, val_fraction=0.0)
+    train_cache, val_cache, val_records = __import__("facealign.train", fromlist=["x"]).prepare_data(cfg, progress=False)
+    assert val_cache is None and val_records == [] and len(train_cache) == 20  # afw 8 + helen/trainset 12
+    summary = train(cfg, progress=False)
+    assert summary["best_val_nme"] is None and [h["val_nme"] for h in summary["history"]] == [None, None]
+    import torch
+    best = torch.load(cfg.run_dir / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] == 1  # 0-based: the second (last) epoch

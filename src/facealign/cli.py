@@ -85,7 +85,8 @@ def cmd_train(args) -> int:
     from facealign.train import make_config, train
     cfg = make_config(args.preset, data=args.data, **_overrides(args))
     summary = train(cfg, resume=args.resume)
-    print(f"{cfg.name}: best validation NME {summary['best_val_nme']:.4f} -> {cfg.run_dir}")
+    best = summary["best_val_nme"]
+    print(f"{cfg.name}: best validation NME {'- (no validation)' if best is None else f'{best:.4f}'} -> {cfg.run_dir}")
     return 0
 
 
@@ -188,7 +189,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
-               "max_steps", "device", "train_box", "val_box", "cache_dir", "context")
+               "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "loader", "amp",
+               "threads")
 
 
 def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
@@ -199,10 +201,16 @@ def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
         p.add_argument("--out", help="parent folder of run folders (default runs/)")
     for name, kind in (("epochs", int), ("batch_size", int), ("size", int), ("lr", float), ("workers", int),
                        ("context", float),
-                       ("seed", int), ("max_steps", int)):
+                       ("seed", int), ("max_steps", int), ("threads", int)):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     for name in ("init", "device", "train_box", "val_box", "cache_dir"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name)
+    p.add_argument("--init-model", dest="init_model",
+                   help="fine-tune: start from this packaged model name, .safetensors or checkpoint (whole network)")
+    p.add_argument("--loader", help="tensor (default: batched augmentation on the training device) or workers "
+                                    "(numpy per sample in DataLoader processes)")
+    p.add_argument("--amp", help="auto (default: fp16 on CUDA, fp32 on the CPU), off, bf16 (CPUs with AMX/AVX512-BF16) "
+                                 "or fp16 (CUDA)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any TrainConfig field")
 
 
@@ -260,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model (resumable)")
     p.add_argument("--data", type=str, required=True, help="data root, or a pack file from `facealign data pack`")
-    p.add_argument("--preset", default=None, help="seed (the study: 224 px, batch 64, 40 epochs) or cpu")
+    p.add_argument("--preset", default=None,
+                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 32, 12 epochs) or default "
+                        "(the shipped model's recipe: tf_efficientnet_lite0 + fpn + integral_bce, 160 px, 90 epochs)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)

@@ -28,11 +28,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
-from facealign.data.dataset import CachedFaces
+from facealign.data.dataset import CachedFaces, EpochSampler
+from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.transforms import AugmentConfig
 from facealign.imageio import load_rgb
 from facealign.fpstate import flush_denormals
+from facealign.hardware import cpu_has_fast_bf16, cpu_summary
 from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
@@ -52,6 +54,9 @@ class TrainConfig:
     loss: str = "mse"
     feature_index: int = -1
     init: str | None = None
+    # Fine-tuning: a packaged model name, .safetensors or checkpoint whose whole network (backbone and
+    # head) starts the run; its backbone/head must match. Replaces `init`.
+    init_model: str | None = None
     size: int = 224  # network input, pixels
     batch_size: int = 64
     epochs: int = 40
@@ -64,7 +69,11 @@ class TrainConfig:
     val_box: str = "detector"  # model selection on honest boxes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
-    workers: int = 1
+    workers: int = 1  # DataLoader processes of the `workers` loader (persistent across epochs)
+    loader: str = "tensor"  # LOADERS: `tensor` = batched augmentation on the device, `workers` = numpy per sample
+    amp: str = "auto"  # AMP_MODES: auto = fp16 on CUDA, fp32 on the CPU (bf16 measured slower there)
+    channels_last: bool = True
+    threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default, all cores)
     device: str = "auto"
     cache_dir: str | None = None
     max_steps: int | None = None  # steps per epoch cap (tests, smoke runs)
@@ -94,7 +103,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # Fields that may differ when resuming (they do not change what is computed).
-RESUME_FREE = {"workers", "device", "cache_dir", "out", "data"}
+RESUME_FREE = {"workers", "device", "cache_dir", "out", "data", "threads"}
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:
@@ -130,7 +139,7 @@ def environment() -> dict:
     return {"git_commit": commit, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version(), "cuda": torch.cuda.is_available(),
             "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "cpu": cpu_summary()}
 
 
 # ---------------------------------------------------------------- data
@@ -155,9 +164,14 @@ def prepare_data(cfg: TrainConfig, progress: bool = True):
         val = [r for r in val if _detected(r, box_cache)] if cfg.val_box == "detector" else val
     caches = []
     for records, protocol in ((train, cfg.train_box), (val, cfg.val_box)):
+        if not records and records is val and cfg.val_fraction == 0:
+            caches.append(None)  # a final fit on every training face: no validation
+            continue
         boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
         caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
     box_cache.save()
+    if caches[1] is None:
+        return caches[0], None, []
     cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
     return caches[0], caches[1], [r for r in val if r.key in cached]
 
@@ -168,6 +182,78 @@ def _detected(record, box_cache: BoxCache) -> bool:
         dets = get_detector(box_cache.detector.name)(load_rgb(record.image), box_cache.detector.upsample)
         box_cache.put(record.image, dets)
     return best_detection(dets, record.landmarks) is not None
+
+
+# ---------------------------------------------------------------- batches
+class WorkerBatches:
+    """The per-sample numpy path: `CachedFaces` in DataLoader worker processes that persist across epochs."""
+
+    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
+        self.dataset = CachedFaces(cache, augment=cfg.augment, seed=cfg.seed)
+        self.device = device
+        self.sampler = EpochSampler(sampler)
+        self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=cfg.workers,
+                                 drop_last=True, persistent_workers=cfg.workers > 0,
+                                 pin_memory=device.type == "cuda")
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int):
+        # Persistent workers hold a copy of the dataset: the epoch travels with each index instead.
+        self.sampler.set_epoch(epoch)
+        for batch in self.loader:
+            yield (batch["image"].to(self.device, non_blocking=True), batch["coords"].to(self.device, non_blocking=True))
+
+
+class TensorBatches:
+    """Batched augmentation on the training device (`DeviceFaces`); no worker processes."""
+
+    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
+        self.faces = DeviceFaces(cache, device, augment=cfg.augment, seed=cfg.seed)
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size  # drop_last, like the DataLoader path
+
+    def epoch(self, epoch: int):
+        order = list(self.sampler)  # the sampler was set to this epoch: same order as the DataLoader path
+        for b in range(len(self)):
+            yield self.faces.batch(order[b * self.batch_size:(b + 1) * self.batch_size], epoch)
+
+
+LOADERS = {"tensor": TensorBatches, "workers": WorkerBatches}
+
+
+def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
+    if cfg.loader not in LOADERS:
+        raise ValueError(f"unknown loader {cfg.loader!r}; valid: {', '.join(LOADERS)}")
+    return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device)
+
+
+# Autocast dtype per mode. `auto` is fp16 on CUDA and fp32 on the CPU: on a Xeon with AMX, bf16 autocast
+# made the convolutions' forward 2.4x faster but their backward (depthwise convs) 2.3x slower, so a
+# training step of the default recipe was 0.78x as fast (docs/benchmarks-training.md). Without AMX or
+# AVX512-BF16, bf16 is emulated and far slower still, so `bf16` on such a CPU is refused.
+AMP_MODES = {
+    "off": lambda device: None,
+    "bf16": lambda device: torch.bfloat16,
+    "fp16": lambda device: torch.float16,
+    "auto": lambda device: torch.float16 if device.type == "cuda" else None,
+}
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `mode` on `device` (None: full fp32)."""
+    if mode not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {mode!r}; valid: {', '.join(AMP_MODES)}")
+    dtype = AMP_MODES[mode](device)
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_fast_bf16():
+        raise ValueError("amp=bf16 on a CPU without AMX or AVX512-BF16 would be emulated (many times slower); "
+                         "use amp=off")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("amp=fp16 is for CUDA; on the CPU use amp=off (or bf16 where the CPU has AMX)")
+    return dtype
 
 
 # ---------------------------------------------------------------- loop
@@ -190,14 +276,24 @@ def predict_normalised(model, images: torch.Tensor, batch_size: int = 64) -> np.
     return torch.cat(out).numpy()
 
 
-def validate(model, val_ds: CachedFaces, val_records, device) -> float:
-    """Mean inter-ocular NME on the validation faces, in original image pixels."""
+def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torch.channels_last) -> float:
+    """Mean inter-ocular NME on the validation faces, in original image pixels (fp32, no autocast)."""
     batch = torch.stack([val_ds[i]["image"] for i in range(len(val_ds))]).to(device)
-    batch = batch.contiguous(memory_format=torch.channels_last)
+    batch = batch.contiguous(memory_format=memory_format)
     coords = predict_normalised(model, batch)
     pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
     gt = np.stack([r.landmarks for r in val_records])
     return float(per_image_nme(pred, gt).mean())
+
+
+def load_full_model(model: torch.nn.Module, spec: str) -> None:
+    """Copy every weight of a packaged model / safetensors / checkpoint `spec` into `model` (strict)."""
+    from facealign.models.packaged import load_model
+    source, card = load_model(spec)
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError:
+        raise ValueError(f"init_model {spec!r} ({card.get('name')}) does not match this run's backbone and head") from None
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
@@ -234,21 +330,27 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
         dist.barrier()  # rank 0 built the caches; the others now find them
     if not main_proc:
         train_cache, val_cache, val_records = prepare_data(cfg, progress=False)
-    train_ds = CachedFaces(train_cache, augment=cfg.augment, seed=cfg.seed)
-    val_ds = CachedFaces(val_cache)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    val_ds = CachedFaces(val_cache) if val_cache is not None else None  # None: val_fraction 0, a final fit
+    sampler = DistributedSampler(range(len(train_cache)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
     per_rank_batch = cfg.batch_size // world
-    loader = DataLoader(train_ds, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, persistent_workers=False)
-    steps_per_epoch = len(loader) if cfg.max_steps is None else min(cfg.max_steps, len(loader))
+    batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device)
+    steps_per_epoch = len(batches) if cfg.max_steps is None else min(cfg.max_steps, len(batches))
     total_steps = steps_per_epoch * cfg.epochs
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.backbone, cfg.head, init=cfg.init, feature_index=cfg.feature_index)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = build_model(cfg.backbone, cfg.head, init=None if cfg.init_model else cfg.init,
+                        feature_index=cfg.feature_index)
+    if cfg.init_model:
+        load_full_model(model, cfg.init_model)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast_dtype = amp_dtype(cfg.amp, device)
+    # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range and does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     start_epoch, best, history = 0, float("inf"), []
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
@@ -279,20 +381,18 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc. independent of resume point
         sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
         net.train()
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(total=steps_per_epoch, desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and main_proc), leave=False)
-        for step, batch in enumerate(loader):
+        for step, (images, coords) in enumerate(batches.epoch(epoch)):
             if step >= steps_per_epoch:
                 break
             global_step = epoch * steps_per_epoch + step
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(cfg, global_step, total_steps)
-            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            coords = batch["coords"].to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp):
+            images = images.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 outputs = net(images)
             loss = compute_loss(loss_spec, {k: v.float() for k, v in outputs.items()}, coords, cfg.sigma)
             if not torch.isfinite(loss):
@@ -315,13 +415,14 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
         if distributed:
             dist.barrier()
         if main_proc:
-            val_nme = validate(model, val_ds, val_records, device)
+            val_nme = validate(model, val_ds, val_records, device, memory_format) if val_ds is not None else None
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps_per_epoch, 1), "val_nme": val_nme,
                       "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / (time.time() - t0),
                       "epoch_s": time.time() - t0}
             history.append(record)
-            improved = val_nme < best
-            best = min(best, val_nme)
+            # Without validation (a final fit) the latest epoch is also the "best" checkpoint.
+            improved = val_nme is None or val_nme < best
+            best = best if val_nme is None else min(best, val_nme)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                      "best_val_nme": best, "history": history, "config": config_dict(cfg)}
             if improved:
@@ -330,13 +431,16 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if writer is not None:
                 for k in ("train_loss", "val_nme", "lr", "img_per_s"):
-                    writer.add_scalar(k, record[k], epoch + 1)
+                    if record[k] is not None:
+                        writer.add_scalar(k, record[k], epoch + 1)
             if progress:
                 print(f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} "
-                      f"val NME {val_nme:.4f} ({record['img_per_s']:.1f} img/s)", flush=True)
+                      f"val NME {'-' if val_nme is None else f'{val_nme:.4f}'} ({record['img_per_s']:.1f} img/s)",
+                      flush=True)
         if distributed:
             dist.barrier()
-    summary = {"name": cfg.name, "best_val_nme": best, "epochs": cfg.epochs, "history": history}
+    summary = {"name": cfg.name, "best_val_nme": None if math.isinf(best) else best, "epochs": cfg.epochs,
+               "history": history}
     if main_proc:
         atomic_write_json(run_dir / "final.json", summary)
     if writer is not None:

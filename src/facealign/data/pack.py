@@ -283,6 +283,8 @@ def pack_caches(pack, train_split: str, val_fraction: float, seed: int, spec: Ca
         train = [f for f in train if f.detected] if train_box == "detector" else train
         val = [f for f in val if f.detected] if val_box == "detector" else val
     for part, faces in (("training", train), ("validation", val)):
+        if not faces and part == "validation" and val_fraction == 0:
+            return cache_from_pack(pack, train, spec, folder, progress), None, []  # a final fit: no validation
         if not faces:
             raise PackError(f"pack {pack.path}: no {part} faces in split {train_split!r} (val_fraction "
                             f"{val_fraction:g}, drop_undetected {drop_undetected})")
