@@ -199,6 +199,7 @@ def test_bench_headline_ratio_uses_identical_boxes(fair_data):
             _bench_row("dlib", "dlib", KnownErrorPredictor(faces, DLIB_LIKE, "dlib"), root)]
     table = format_table(rows).splitlines()
     assert table[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert table[1] == "|---|" + "|".join(["---:"] * (len(COLUMNS) - 1)) + "|"  # numbers right-aligned
     cells = dict(zip(COLUMNS, (c.strip() for c in table[2].strip("|").split("|"))))
     assert cells["NME (inter-ocular)"] == "0.0400"
     assert cells["NME ÷ dlib"] == "1.33×"  # 0.04 / 0.03 on identical boxes
@@ -207,6 +208,7 @@ def test_bench_headline_ratio_uses_identical_boxes(fair_data):
 
     acc = format_accuracy_table(rows).splitlines()
     assert acc[0] == "| " + " | ".join(ACCURACY_COLUMNS) + " |"
+    assert acc[1] == "|---|---|" + "|".join(["---:"] * (len(ACCURACY_COLUMNS) - 2)) + "|"
     body = [[c.strip() for c in line.strip("|").split("|")] for line in acc[2:]]
     assert [(r[0], r[1].split(":")[0].split()[0], r[2], r[3], r[7]) for r in body] == [
         ("ours (torch)", "`gt-box`", "4", "1", "1.33×"), ("dlib shape predictor (68 pt)", "`gt-box`", "4", "1", "1.00×"),

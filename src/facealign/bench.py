@@ -274,8 +274,10 @@ def _label(r: dict) -> str:
     return "dlib shape predictor (68 pt)" if r["method"] == "dlib" else f"{r['name']} ({r['method']})"
 
 
-def _markdown(columns: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) - 2)) + "|",
+def _markdown(columns: list[str], body: list[list[str]], text_columns: int = 1) -> list[str]:
+    """Markdown table lines; the first `text_columns` columns left-aligned, the numbers right-aligned."""
+    align = ["---"] * text_columns + ["---:"] * (len(columns) - text_columns)
+    return ["| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|",
             *("| " + " | ".join(cells) + " |" for cells in body)]
 
 
@@ -314,7 +316,7 @@ def format_accuracy_table(rows: list[dict]) -> str:
             b = ref["accuracy"][miss] if ref is not None else None
             cells += ["n/a"] * 2 if b is None else [_ratio(a["nme"], b["nme"]), _ratio(a["auc"], b["auc"])]
             body.append(cells)
-    return "\n".join(_markdown(ACCURACY_COLUMNS, body))
+    return "\n".join(_markdown(ACCURACY_COLUMNS, body, text_columns=2))
 
 
 def format_report(result: dict) -> str:
@@ -364,6 +366,14 @@ def format_report(result: dict) -> str:
                      f"{r['e2e_faces']} / {r['e2e_seconds']:.1f} | {r['rss_after_load_mb']:.0f} | "
                      f"{'yes' if r['torch_imported'] else 'no'} |")
     return "\n".join(lines)
+
+
+def report_document(result: dict) -> str:
+    """The Markdown file `--output` writes. `result` may be reloaded from the .json beside it (the tables
+    are re-formatted from the stored numbers, so a formatting fix needs no new measurement)."""
+    return ("# Benchmark: facealign vs dlib's 68-point shape predictor\n\n"
+            "Reproduce from the repository root:\n\n```\n" + result["command"] + "\n```\n\n"
+            + format_report(result) + "\n")
 
 
 # ---------------------------------------------------------------- parent
@@ -419,9 +429,7 @@ def run_bench(data: str | os.PathLike, model: str | os.PathLike = "default", spl
     result["markdown"] = format_report(result)
     if output is not None:
         output = Path(output)
-        doc = ("# Benchmark: facealign vs dlib's 68-point shape predictor\n\n"
-               "Reproduce from the repository root:\n\n```\n" + command + "\n```\n\n" + result["markdown"] + "\n")
-        atomic_write_text(output, doc)
+        atomic_write_text(output, report_document(result))
         atomic_write_json(output.with_suffix(".json"), {k: v for k, v in result.items() if k != "markdown"})
     return result
 
