@@ -101,7 +101,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         best = f"{r['best_val_nme']:.4f} ({r['best_epoch']})" if r["best_val_nme"] is not None else "–"
         last = f"{r['last_val_nme']:.4f}" if r["last_val_nme"] is not None else "–"
-        ips = f"{r['img_per_s_median']:.0f}" if r["img_per_s_median"] else "–"
+        ips = f"{r['img_per_s_median']:.1f}" if r["img_per_s_median"] else "–"
         lines.append(f"| {r['lever']} | `{json.dumps(r['overrides'])}` | {r['epochs_done']} / {r['epochs']} | {best} | "
                      f"{last} | {r['epoch_s_sum']:.0f} | {ips} | {r['status']} |")
     return "\n".join(lines)

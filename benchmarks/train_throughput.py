@@ -103,6 +103,7 @@ VARIANTS = [
     ("tensor bf16", "tensor", "bf16", True, 2, 32),
     ("tensor bf16 contiguous", "tensor", "bf16", False, 2, 32),
     ("tensor fp32 contiguous", "tensor", "off", False, 2, 32),
+    ("tensor 1 thread", "tensor", "off", True, 1, 32),
     ("tensor bf16 1 thread", "tensor", "bf16", True, 1, 32),
     ("tensor bf16 batch 64", "tensor", "bf16", True, 2, 64),
     ("tensor fp32 batch 64", "tensor", "off", True, 2, 64),
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
         lmed = statistics.median(x["loader_img_per_s"] for x in results[name])
         rows.append(f"| {name} | {loader} | {amp} | {'yes' if cl else 'no'} | {threads} | {batch} | {med:.1f} | "
                     f"{', '.join(f'{v:.1f}' for v in vals)} | {lmed:.0f} | {f'{med / base:.2f}×' if base else 'n/a'} |")
-    command = "python benchmarks/train_throughput.py " + " ".join(a for a in (argv or sys.argv[1:]))
+    import shlex
+    command = "python benchmarks/train_throughput.py " + shlex.join(argv or sys.argv[1:])
     header = [f"Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
               f"Command: `{command}`",
               f"Machine: {cpu['cpu']}, {cpu['available_cores']} cores available, features {', '.join(cpu['features'])}; "

@@ -232,8 +232,8 @@ def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: tor
 
 
 # Autocast dtype per mode. `auto` is fp16 on CUDA and fp32 on the CPU: on a Xeon with AMX, bf16 autocast
-# made the convolutions' forward 2.4x faster but their backward (depthwise convs) 2.3x slower, so a
-# training step of the default recipe was 0.78x as fast (docs/benchmarks-training.md). Without AMX or
+# made the convolutions' forward 2.8x faster but their backward 1.95x slower, so the
+# default recipe trained at 0.82x the fp32 speed (docs/benchmarks-training.md). Without AMX or
 # AVX512-BF16, bf16 is emulated and far slower still, so `bf16` on such a CPU is refused.
 AMP_MODES = {
     "off": lambda device: None,

