@@ -1,0 +1,45 @@
+"""Every relative link and image in README.md and docs/**/*.md points at a file a clean clone has."""
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def relative_targets(text: str) -> list[str]:
+    """Link/image targets that are paths in the repository (no URLs, mail or same-page anchors)."""
+    out = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue
+        out.append(target.split("#", 1)[0])
+    return out
+
+
+def test_relative_targets_parsing():
+    text = ("[a](docs/x.md) ![img](plots/c.png) [b](https://example.org/y.md) [c](#anchor) "
+            "[d](metrics.md#detector-misses---miss) [e](mailto:x@y.z)")
+    assert relative_targets(text) == ["docs/x.md", "plots/c.png", "metrics.md"]
+
+
+def _tracked() -> set[str] | None:
+    try:
+        proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(proc.stdout.split()) if proc.returncode == 0 and proc.stdout else None
+
+
+def test_every_documented_path_is_in_the_repository():
+    tracked = _tracked()
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    missing = []
+    for md in docs:
+        for target in relative_targets(md.read_text(encoding="utf-8")):
+            path = (md.parent / target).resolve()
+            rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
+            exists = path.exists() and (tracked is None or rel is None or path.is_dir() or rel in tracked)
+            if not exists:
+                missing.append(f"{md.relative_to(ROOT)} -> {target}")
+    assert not missing, "links to files a clean clone lacks (missing or untracked/ignored):\n" + "\n".join(missing)
