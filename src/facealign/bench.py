@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
+
 from facealign.data.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 
 METHODS = ("torch", "onnxruntime", "dlib")
@@ -76,23 +78,6 @@ def peak_rss_mb() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _version(dist: str) -> str:

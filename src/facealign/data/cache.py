@@ -88,19 +88,42 @@ class CropCache:
                                                                                  [0, 0, 1]]))[:2])
 
 
+def _existing_cache(folder: Path, key: str) -> CropCache | None:
+    """The cache `key` in `folder` if it was built and is intact (a damaged one is rebuilt by the caller)."""
+    if (folder / f"crops-{key}.json").is_file():
+        try:
+            return CropCache(folder, key)
+        except (ValueError, OSError, KeyError):
+            return None
+    return None
+
+
+def decode_photos(records):
+    """Yield each record's decoded RGB photo, or the ImageLoadError it raised; consecutive faces of one
+    photo (AFW stores one file per face) decode it once."""
+    from facealign.imageio import ImageLoadError, load_rgb
+    last_path, last_image = None, None
+    for r in records:
+        if r.image != last_path:
+            last_path = r.image
+            try:
+                last_image = load_rgb(r.image)
+            except ImageLoadError as e:
+                last_image = e
+        yield last_image
+
+
 def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, progress: bool = True) -> CropCache:
     """Crop every face once (or reuse an identical earlier cache) and return the cache."""
     from tqdm import tqdm
 
     from facealign.data.layouts import DataError
-    from facealign.imageio import ImageLoadError, load_rgb
+    from facealign.imageio import ImageLoadError
     folder = Path(folder)
     key = cache_key(records, boxes, spec)
-    if (folder / f"crops-{key}.json").is_file():
-        try:
-            return CropCache(folder, key)
-        except (ValueError, OSError, KeyError):
-            pass  # damaged: rebuild below
+    existing = _existing_cache(folder, key)
+    if existing is not None:
+        return existing
     folder.mkdir(parents=True, exist_ok=True)
     n, c = len(records), spec.cache_size
     landmarks = np.zeros((n, len(records[0].landmarks), 2), np.float32)
@@ -108,15 +131,9 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     kept, failed = [], []
     with atomic_path(folder / f"crops-{key}.u8") as tmp:
         mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, c, c, 3))
-        last_path, last_image = None, None
-        for r, box in tqdm(list(zip(records, boxes)), desc=f"caching crops ({c}px)", unit="face",
-                           disable=not progress):
-            if r.image != last_path:  # consecutive faces of one photo decode it once
-                last_path = r.image
-                try:
-                    last_image = load_rgb(r.image)
-                except ImageLoadError as e:
-                    last_image = e
+        faces = list(zip(records, boxes))
+        for (r, box), last_image in tqdm(zip(faces, decode_photos(r for r, _ in faces)), total=len(faces),
+                                         desc=f"caching crops ({c}px)", unit="face", disable=not progress):
             if isinstance(last_image, ImageLoadError):  # indexing reads headers only; pixel data can be damaged
                 failed.append(str(last_image))
                 continue
@@ -153,11 +170,9 @@ def write_crop_cache(folder: Path, key: str, spec: CacheSpec, keys: list[str], c
     """
     from tqdm import tqdm
     folder = Path(folder)
-    if (folder / f"crops-{key}.json").is_file():
-        try:
-            return CropCache(folder, key)
-        except (ValueError, OSError, KeyError):
-            pass  # damaged: rebuild below
+    existing = _existing_cache(folder, key)
+    if existing is not None:
+        return existing
     folder.mkdir(parents=True, exist_ok=True)
     n, c = len(keys), spec.cache_size
     with atomic_path(folder / f"crops-{key}.u8") as tmp:

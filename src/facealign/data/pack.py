@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.cache import CacheSpec, CropCache, _zoom_out, write_crop_cache
+from facealign.data.cache import CacheSpec, CropCache, _zoom_out, decode_photos, write_crop_cache
 from facealign.data.crop import CropTransform, _to3
 from facealign.data.layouts import DataError, split_train_val
 
@@ -372,7 +372,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
 
     import facealign
     from facealign.data.layouts import index_dataset
-    from facealign.imageio import ImageLoadError, load_rgb
+    from facealign.imageio import ImageLoadError
     from facealign.io import atomic_path
     t_start = time.time()
     _check_options(box, size, context, margin, quality)
@@ -396,15 +396,10 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
     kept, failed, rows = [], [], {k: [] for k in ARRAYS}
     with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            last_path, last_image = None, None
-            for r, b, flag in tqdm(list(zip(records, boxes, flags)), desc=f"packing crops ({res}px, q{quality})",
-                                   unit="face", disable=not progress):
-                if r.image != last_path:  # consecutive faces of one photo decode it once
-                    last_path = r.image
-                    try:
-                        last_image = load_rgb(r.image)
-                    except ImageLoadError as e:
-                        last_image = e
+            faces = list(zip(records, boxes, flags))
+            for (r, b, flag), last_image in tqdm(zip(faces, decode_photos(f[0] for f in faces)), total=len(faces),
+                                                 desc=f"packing crops ({res}px, q{quality})", unit="face",
+                                                 disable=not progress):
                 if isinstance(last_image, ImageLoadError):
                     failed.append(str(last_image))
                     continue
