@@ -421,7 +421,7 @@ def run_bench(data: str | os.PathLike, model: str | os.PathLike = "default", spl
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="300W data root")
-    p.add_argument("--model", default="default", help="'default', a .safetensors file or a checkpoint (.pt)")
+    p.add_argument("--model", default="default", help="'default', 'default160', a .safetensors file or a checkpoint (.pt)")
     p.add_argument("--split", default="common")
     p.add_argument("--repeats", type=int, default=50, help="timed batch-1 calls (batch-32: max(3, repeats // 5))")
     p.add_argument("--threads", type=int, default=1,

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint, a packaged model or dlib on data splits")
-    p.add_argument("--model", required=True, help="'default' (packaged), a .safetensors file, a checkpoint (.pt), "
+    p.add_argument("--model", required=True, help="'default' or 'default160' (packaged), a .safetensors file, a checkpoint (.pt), "
                                                   "or 'dlib'")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=["common"])
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
-    p.add_argument("model", help="packaged name ('default') or a .safetensors stem, e.g. src/facealign/weights/default")
+    p.add_argument("model", help="packaged name ('default', 'default160') or a .safetensors stem, e.g. src/facealign/weights/default")
     p.add_argument("--data", type=Path, required=True, help="evaluate on this data root")
     p.add_argument("--split", default="common")
     p.add_argument("--cache-dir", type=Path, default=None)
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "number of faces changes")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
-    p.add_argument("--model", default="default", help="'default', a .safetensors file, a checkpoint (.pt) or, with "
+    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, 2x faster), a .safetensors file, a checkpoint (.pt) or, with "
                                                       "--backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a model to ONNX and check it against torch")
-    p.add_argument("model", help="'default', a .safetensors file (card beside it) or a training checkpoint (.pt)")
+    p.add_argument("model", help="'default', 'default160', a .safetensors file (card beside it) or a training checkpoint (.pt)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--input-size", type=int, default=None, help="default: the model card's input_size")

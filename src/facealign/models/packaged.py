@@ -17,7 +17,7 @@ from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
 
 # Names of models shipped inside the package (facealign/weights/<name>.safetensors + .json).
-PACKAGED_MODELS = ("default",)
+PACKAGED_MODELS = ("default", "default160")
 
 
 def packaged_path(name: str) -> Path:
