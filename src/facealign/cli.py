@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "number of faces changes")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
-    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, 2x faster), a .safetensors file, a checkpoint (.pt) or, with "
+    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), a .safetensors file, a checkpoint (.pt) or, with "
                                                       "--backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")

@@ -203,7 +203,7 @@ class FaceAligner:
 
     Args:
         model: a packaged model name ("default", or "default160": the previous default, 160 px, about
-            2x faster and 4% less accurate), a .safetensors file (model card beside it), a
+            1.8x faster, 4% higher NME), a .safetensors file (model card beside it), a
             training checkpoint (.pt), or, with backend "onnx", an .onnx file (card beside it).
         detector: a name from `facealign.data.boxes.DETECTORS` ("dlib") or a callable
             `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
