@@ -162,16 +162,14 @@ def prepare_data(cfg: TrainConfig, progress: bool = True):
         # the few such faces (NME ~2.6 each) would swamp the mean that picks the best checkpoint.
         train = [r for r in train if _detected(r, box_cache)] if cfg.train_box == "detector" else train
         val = [r for r in val if _detected(r, box_cache)] if cfg.val_box == "detector" else val
+    parts = [(train, cfg.train_box)] + ([] if cfg.val_fraction == 0 else [(val, cfg.val_box)])
     caches = []
-    for records, protocol in ((train, cfg.train_box), (val, cfg.val_box)):
-        if not records and records is val and cfg.val_fraction == 0:
-            caches.append(None)  # a final fit on every training face: no validation
-            continue
+    for records, protocol in parts:
         boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
         caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
     box_cache.save()
-    if caches[1] is None:
-        return caches[0], None, []
+    if len(caches) == 1:
+        return caches[0], None, []  # a final fit on every training face: no validation
     cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
     return caches[0], caches[1], [r for r in val if r.key in cached]
 

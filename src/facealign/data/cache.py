@@ -152,12 +152,7 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
                       f"`facealign data summary --strict` lists them", stacklevel=2)
     if not kept:
         raise DataError("no face could be cached: every image failed to decode")
-    landmarks, transforms = landmarks[:len(kept)], transforms[:len(kept)]
-    with atomic_path(folder / f"crops-{key}.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, landmarks=landmarks, transforms=transforms)
-    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": kept})
-    return CropCache(folder, key)
+    return _finish_cache(folder, key, spec, kept, landmarks[:len(kept)], transforms[:len(kept)])
 
 
 def write_crop_cache(folder: Path, key: str, spec: CacheSpec, keys: list[str], crops, landmarks: np.ndarray,
@@ -187,8 +182,14 @@ def write_crop_cache(folder: Path, key: str, spec: CacheSpec, keys: list[str], c
             raise ValueError(f"got {count} crops for {n} keys")
         mm.flush()
         del mm
+    return _finish_cache(folder, key, spec, list(keys), landmarks, transforms)
+
+
+def _finish_cache(folder: Path, key: str, spec: CacheSpec, keys: list[str], landmarks: np.ndarray,
+                  transforms: np.ndarray) -> CropCache:
+    """Write the arrays and the index (last: its presence marks a complete cache) beside the pixels."""
     with atomic_path(folder / f"crops-{key}.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, landmarks=np.asarray(landmarks, np.float32), transforms=np.asarray(transforms, np.float64))
-    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": list(keys)})
+    atomic_write_json(folder / f"crops-{key}.json", {"spec": asdict(spec), "keys": keys})
     return CropCache(folder, key)
