@@ -257,16 +257,22 @@ def test_remeasuring_a_packaged_card_keeps_the_weights(fair_data, model_path, tm
 
 def test_evaluate_cli_and_experiments_name_the_miss_handling(fair_data, tmp_path, capsys):
     from facealign.cli import main
-    from facealign.experiments import BEST, run_grid
-    root, _ = fair_data
+    root, faces = fair_data
     assert main(["evaluate", "--model", "dlib", "--data", str(root), "--miss", "skip", "-o", str(tmp_path / "e")]) == 0
     assert "dlib on common: 3 of 4 faces evaluated, detector boxes, 1 detector misses -> --miss skip (left out " \
            "of the metric)" in capsys.readouterr().out
     assert (tmp_path / "e" / "dlib_common_detector_skip.csv").is_file()
-    # the grid with nothing trained: only dlib's row, evaluated with the option passed through
-    out = tmp_path / "grid"
-    rows = run_grid(str(root), out, preset=None, only=BEST, report_only=True, progress=False, miss="whole-image")
-    assert [(r["experiment"], r["common misses"], r["common n"], r["common detector misses"]) for r in rows] == [
-        ("dlib", "whole-image", 4, 1)]
-    assert json.loads((out / "grid.json").read_text())["miss"] == "whole-image"
-    assert (out / "per_experiment" / "dlib_common_detector_whole-image.json").is_file()
+    # the grid's evaluation step: each handling is stored in the run folder and named in the report's columns
+    from facealign.experiments import evaluate_into
+    from facealign.study_report import write_report
+    runs = tmp_path / "grid" / "runs"
+    dlib_like = KnownErrorPredictor(faces, DLIB_LIKE, name="dlib")
+    evaluate_into(runs / "dlib", dlib_like, str(root), ["common"], "detector", ("gt-box", "whole-image", "skip"),
+                  None, BoxCache(root), speed=False)
+    record = json.loads((runs / "dlib" / "eval" / "common_detector_skip.json").read_text())
+    assert record["summary"]["n"] == 3 and record["errors"] == pytest.approx([0.03] * 3)
+    [row] = write_report(runs, tmp_path / "grid", misses=("gt-box", "whole-image", "skip"), order=["dlib"])
+    assert row["NME (gt-box)"] == pytest.approx(0.03)  # 0.03 on every box it gets
+    assert row["NME (whole-image, study)"] == pytest.approx((0.03 * 3 + 2.0) / 4)
+    assert row["NME (skip)"] == pytest.approx(0.03)
+    assert (row["n"], row["detector misses"]) == (4, 1)

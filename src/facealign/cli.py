@@ -111,10 +111,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_experiments(args) -> int:
+    import shlex
+
     from facealign.experiments import run_grid
-    rows = run_grid(str(args.data), args.output, args.preset, args.only, args.best, tuple(args.split), args.box,
-                    with_dlib=not args.no_dlib, report_only=args.report_only, miss=args.miss, **_overrides(args))
-    print(f"{len(rows)} rows -> {args.output / 'results.md'}")
+    if args.data is None and not args.report_only:
+        raise ValueError("--data is required unless --report-only")
+    command = "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rows = run_grid(str(args.data), args.output, args.preset, tuple(args.grid), args.only, args.best,
+                    tuple(args.split), args.box, tuple(args.miss), with_dlib=not args.no_dlib,
+                    report_only=args.report_only, report_dir=args.report, command=command, **_overrides(args))
+    print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
     return 0
 
 
@@ -269,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (resumable)")
     p.add_argument("--data", type=str, required=True, help="data root, or a pack file from `facealign data pack`")
     p.add_argument("--preset", default=None,
-                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 32, 12 epochs) or default "
+                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 16, 12 epochs) or default "
                         "(the shipped model's recipe: tf_efficientnet_lite0 + fpn + integral_bce, 160 px, 90 epochs)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
     _add_train_flags(p)
@@ -286,17 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("experiments", help="the study's 12-run grid plus dlib (resumable)")
-    p.add_argument("--data", type=Path, required=True)
+    p = sub.add_parser("experiments", help="the study's 12-run grid (+ an ImageNet variant) plus dlib (resumable)")
+    p.add_argument("--data", type=Path, default=None, help="data root (not needed with --report-only)")
     p.add_argument("--preset", default="cpu")
+    p.add_argument("--grid", nargs="+", default=["study"], help="study (the 12 runs, random init) and/or imagenet "
+                   "(the 6 EfficientNet runs on ImageNet-initialised tf_efficientnet_lite0)")
     p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss}")
     p.add_argument("--best", action="store_true", help="only efficientnet_b0-heatmap-mse")
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector")
-    p.add_argument("--miss", default=FAIR_MISS, help=MISS_HELP)
+    p.add_argument("--miss", nargs="+", default=["gt-box", "whole-image"],
+                   help="detector-miss handlings to evaluate; the first is the headline. " + MISS_HELP)
     p.add_argument("--no-dlib", action="store_true")
-    p.add_argument("--report-only", action="store_true", help="tabulate finished experiments, train nothing")
-    p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from OUT/runs alone: train and evaluate nothing")
+    p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"),
+                   help="OUT: run folders go to OUT/runs (default results/experiments)")
+    p.add_argument("--report", type=Path, default=None, help="report folder (default OUT), e.g. docs/results")
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
 

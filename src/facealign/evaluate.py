@@ -77,32 +77,49 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
     split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol.
     """
     get_miss_policy(miss)  # an unknown name fails before any work
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index = index_dataset(data)
     box_cache = BoxCache(data, cache_dir)
     results = {}
     for split in splits:
-        records = index.split(split)
-        fb = face_boxes(records, protocol, miss, cache=box_cache, detect=True)
-        kept = np.flatnonzero(fb.kept)
-        if len(kept) == 0:
-            raise ValueError(f"all {len(records)} faces of {split!r} are detector misses; --miss {miss} leaves "
-                             f"nothing to evaluate")
-        t0 = time.time()
-        pred = predict_records(predictor, [records[i] for i in kept], fb.boxes[kept], progress)
-        elapsed = time.time() - t0
-        gt = np.stack([records[i].landmarks for i in kept])
-        errors, summary = evaluate_landmarks(pred, gt, norm, threshold)
-        summary.update(split=split, box_protocol=protocol, miss=miss, miss_handling=MISS_LABELS[miss],
-                       faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
-                       model=predictor.name, seconds=elapsed)
+        summary, errors, _, (records, fb) = _evaluate_split(predictor, data, split, protocol, miss, box_cache,
+                                                             threshold, norm, progress)
         results[split] = summary
         if out_dir is not None:
             _write_outputs(output_stem(out_dir, predictor.name, split, protocol, miss), records, fb, errors, summary,
                            threshold)
     box_cache.save()
     return results
+
+
+def evaluate_split(predictor, data: str | Path, split: str, protocol: str = "detector", miss: str = FAIR_MISS,
+                   cache: BoxCache | None = None, progress: bool = False, threshold: float = DEFAULT_THRESHOLD,
+                   norm: str = "inter_ocular") -> tuple[dict, np.ndarray, list[str]]:
+    """One split: (summary as in `evaluate`, (n,) per-face errors of the evaluated faces, their keys)."""
+    get_miss_policy(miss)
+    summary, errors, keys, _ = _evaluate_split(predictor, data, split, protocol, miss,
+                                               cache if cache is not None else BoxCache(data), threshold, norm,
+                                               progress)
+    return summary, errors, keys
+
+
+def _evaluate_split(predictor, data, split, protocol, miss, box_cache, threshold, norm, progress):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = index_dataset(data)
+    records = index.split(split)
+    fb = face_boxes(records, protocol, miss, cache=box_cache, detect=True)
+    kept = np.flatnonzero(fb.kept)
+    if len(kept) == 0:
+        raise ValueError(f"all {len(records)} faces of {split!r} are detector misses; --miss {miss} leaves "
+                         f"nothing to evaluate")
+    t0 = time.time()
+    pred = predict_records(predictor, [records[i] for i in kept], fb.boxes[kept], progress)
+    elapsed = time.time() - t0
+    gt = np.stack([records[i].landmarks for i in kept])
+    errors, summary = evaluate_landmarks(pred, gt, norm, threshold)
+    summary.update(split=split, box_protocol=protocol, miss=miss, miss_handling=MISS_LABELS[miss],
+                   faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
+                   model=predictor.name, seconds=elapsed)
+    return summary, errors, [records[i].key for i in kept], (records, fb)
 
 
 def _write_outputs(stem: Path, records, fb, errors: np.ndarray, summary: dict, threshold: float) -> None:

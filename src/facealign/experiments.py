@@ -1,37 +1,73 @@
-"""The study's 12-experiment grid (+ dlib), resumable, with tables and CED plots."""
+"""The study's experiment grid (+ dlib): train (resumable), evaluate into each run folder, then report.
+
+A run folder (`OUT/runs/{backbone}-{head}-{loss}/`) holds what training writes (config.json, final.json,
+checkpoints) plus `eval/`: one JSON per (split, box protocol, detector-miss handling) with the summary and
+the per-face errors, and `speed.json` (CPU ms per face). `facealign.study_report` builds every file of the
+report from those small files alone, so `--report-only` needs no model and no data.
+"""
 from __future__ import annotations
 
 import fnmatch
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import FAIR_MISS
-from facealign.evaluate import TorchPredictor, evaluate, load_predictor, output_stem
+from facealign.data.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
+from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
+from facealign.hardware import available_cpus, cpu_model
 from facealign.io import atomic_write_json
-from facealign.report import plot_ced, write_table
-from facealign.train import TrainConfig, make_config, train
+from facealign.study_report import GRID_FILE, eval_path, write_report
+from facealign.train import make_config, train
 
 BACKBONES = ("efficientnet_b0", "convnextv2_nano")
 HEAD_LOSSES = {"heatmap": ("mse", "bce", "focal"), "regression": ("mse", "wing", "awing")}
 BEST = "efficientnet_b0-heatmap-mse"
+MISSES = (FAIR_MISS, STUDY_MISS)  # headline, then the study's own protocol
 
 
-def grid() -> list[tuple[str, str, str]]:
-    """(backbone, head, loss) for the 12 experiments, named {backbone}-{head}-{loss}."""
-    return [(b, h, l) for b in BACKBONES for h, losses in HEAD_LOSSES.items() for l in losses]
+@dataclass(frozen=True)
+class Experiment:
+    backbone: str
+    head: str
+    loss: str
+    init: str | None = None  # backbone weights (None: random, as the study's grid is run here)
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}-{self.head}-{self.loss}"
 
 
-def select(pattern: str | None, best: bool) -> list[tuple[str, str, str]]:
-    runs = grid()
+def _study() -> list[Experiment]:
+    return [Experiment(b, h, l) for b in BACKBONES for h, losses in HEAD_LOSSES.items() for l in losses]
+
+
+def _imagenet() -> list[Experiment]:
+    # The only ImageNet weights obtainable offline: EfficientNet-Lite0 (README), for the 6 EfficientNet runs.
+    return [Experiment("tf_efficientnet_lite0", h, l, "imagenet") for h, losses in HEAD_LOSSES.items() for l in losses]
+
+
+GRIDS = {"study": _study, "imagenet": _imagenet}
+
+
+def grid(names=("study",)) -> list[Experiment]:
+    """The experiments of the named grids, in order."""
+    unknown = [n for n in names if n not in GRIDS]
+    if unknown:
+        raise ValueError(f"unknown grid {unknown[0]!r}; valid: {', '.join(GRIDS)}")
+    return [e for n in names for e in GRIDS[n]()]
+
+
+def select(pattern: str | None, best: bool, grids=("study",)) -> list[Experiment]:
+    runs = grid(grids)
     if best:
         pattern = BEST
     if pattern:
-        runs = [r for r in runs if fnmatch.fnmatch("-".join(r), pattern)]
+        runs = [r for r in runs if fnmatch.fnmatch(r.name, pattern)]
         if not runs:
-            raise ValueError(f"--only {pattern!r} matches no experiment; names: {', '.join('-'.join(r) for r in grid())}")
+            raise ValueError(f"--only {pattern!r} matches no experiment; names: {', '.join(r.name for r in grid(grids))}")
     return runs
 
 
@@ -53,53 +89,66 @@ def cpu_ms_per_face(predictor, size: int | None, repeats: int = 20) -> float:
     return float(np.median(times) * 1000)
 
 
-def run_grid(data: str, out: Path, preset: str = "cpu", only: str | None = None, best: bool = False,
-             test_splits=("common",), protocol: str = "detector", with_dlib: bool = True,
-             progress: bool = True, report_only: bool = False, miss: str = FAIR_MISS, **overrides) -> list[dict]:
-    """Train (or resume, or skip when finished) and evaluate each experiment; write the results folder.
+def evaluate_into(run_dir: Path, predictor, data: str, splits, protocol: str, misses, size: int | None,
+                  cache: BoxCache, progress: bool = False, speed: bool = True) -> None:
+    """Write run_dir/eval/{split}_{protocol}_{miss}.json (summary + per-face errors) and, if `speed`,
+    eval/speed.json (CPU ms per face; size = the network input in px, None for dlib).
 
-    report_only: leave unfinished experiments out instead of training them.
-    miss: detector-miss handling (`facealign.data.boxes.MISS_POLICIES`), named in every table row.
+    Files already there are kept: a finished evaluation is never repeated.
+    """
+    for split in splits:
+        for miss in misses:
+            path = eval_path(run_dir, split, protocol, miss)
+            if path.is_file():
+                continue
+            summary, errors, keys = evaluate_split(predictor, data, split, protocol, miss, cache, progress)
+            atomic_write_json(path, {"summary": summary, "faces": keys, "errors": errors.tolist()})
+    speed_file = run_dir / "eval" / "speed.json"
+    if speed and not speed_file.is_file():
+        atomic_write_json(speed_file, {"cpu_ms_per_face": cpu_ms_per_face(predictor, size), "batch": 1,
+                                  "cpu": cpu_model(), "available_cores": available_cpus(),
+                                  "what": "median of 20 calls, one face (one crop; dlib: its predictor), "
+                                          "detection excluded"})
+
+
+def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",), only: str | None = None,
+             best: bool = False, test_splits=("common",), protocol: str = "detector", misses=MISSES,
+             with_dlib: bool = True, progress: bool = True, report_only: bool = False,
+             report_dir: Path | None = None, command: str | None = None, **overrides) -> list[dict]:
+    """Train (or resume, or skip when finished) and evaluate each experiment, then write the report.
+
+    Run folders go to OUT/runs; the report to `report_dir` (default OUT). report_only: train and evaluate
+    nothing; rebuild the report from the run folders' files, with the splits, protocol and misses recorded
+    in OUT/runs/grid.json. misses: detector-miss handlings evaluated
+    (`facealign.data.boxes.MISS_POLICIES`); the first is the report's headline. command: the command line
+    recorded in OUT/runs/grid.json and quoted by the report.
+    Returns the table rows.
     """
     out = Path(out)
-    rows, curves = [], {}
-    for backbone, head, loss in select(only, best):
-        cfg: TrainConfig = make_config(preset, data=data, backbone=backbone, head=head, loss=loss,
-                                       out=str(out / "runs"), **overrides)
-        if not (cfg.run_dir / "final.json").is_file():
-            if report_only:
-                continue  # tabulate finished experiments only
-            train(cfg, resume=True, progress=progress)
-        predictor = TorchPredictor(cfg.run_dir / "checkpoint_best.pt")
-        history = json.loads((cfg.run_dir / "final.json").read_text())["history"]
-        train_min = sum(h["epoch_s"] for h in history) / 60
-        rows.append(_row(predictor, evaluate(predictor, data, list(test_splits), protocol, out / "per_experiment",
-                                             progress=progress, miss=miss), cfg.size, out, curves, train_min))
-    if with_dlib:
-        dlib = load_predictor("dlib")
-        rows.append(_row(dlib, evaluate(dlib, data, list(test_splits), protocol, out / "per_experiment",
-                                        progress=progress, miss=miss), None, out, curves, None))
-    main_split = test_splits[0]
-    rows.sort(key=lambda r: -r[f"{main_split} AUC@0.08"])
-    write_table(rows, out / "results")
-    plot_ced(curves, out / "ced_all.png", title=f"CED on {main_split} ({protocol} boxes; detector misses: {miss})")
-    atomic_write_json(out / "grid.json", {"preset": preset, "protocol": protocol, "miss": miss,
-                                           "splits": list(test_splits), "overrides": overrides})
-    return rows
+    runs = out / "runs"
+    if not report_only:
+        for m in misses:
+            get_miss_policy(m)  # fail before hours of training
+        runs.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(runs / GRID_FILE, {"command": command, "preset": preset, "grids": list(grids),
+                                             "only": BEST if best else only, "splits": list(test_splits), "protocol": protocol,
+                                             "misses": list(misses), "overrides": overrides})
+        cache = BoxCache(data, overrides.get("cache_dir"))
+        for exp in select(only, best, grids):
+            cfg = make_config(preset, data=data, backbone=exp.backbone, head=exp.head, loss=exp.loss,
+                              out=str(runs), **{**overrides, **({"init": exp.init} if exp.init else {})})
+            if not (cfg.run_dir / "final.json").is_file():
+                train(cfg, resume=True, progress=progress)
+            evaluate_into(cfg.run_dir, TorchPredictor(cfg.run_dir / "checkpoint_best.pt"), data, test_splits,
+                          protocol, misses, cfg.size, cache, progress)
+        if with_dlib:
+            evaluate_into(runs / "dlib", load_predictor("dlib"), data, test_splits, protocol, misses, None, cache,
+                          progress)
+        cache.save()
+    elif (runs / GRID_FILE).is_file():  # rebuild with the settings the grid ran with
+        ran = json.loads((runs / GRID_FILE).read_text())
+        test_splits, protocol, misses = ran["splits"], ran["protocol"], ran["misses"]
+        grids, only = ran["grids"], ran["only"]
+    return write_report(runs, Path(report_dir or out), split=test_splits[0], protocol=protocol, misses=misses,
+                        order=[e.name for e in select(only, best, grids)] + ["dlib"])
 
-
-def _row(predictor, results: dict, size, out: Path, curves: dict, train_min: float | None) -> dict:
-    params = sum(p.numel() for p in predictor.model.parameters()) if hasattr(predictor, "model") else None
-    row = {"experiment": predictor.name}
-    for split, s in results.items():
-        row.update({f"{split} NME": s["nme"], f"{split} AUC@0.08": s["auc"], f"{split} FR@0.08": s["fr"],
-                    f"{split} n": s["n"], f"{split} detector misses": s["detector_misses"], f"{split} misses": s["miss"]})
-        stem = output_stem(out / "per_experiment", predictor.name, split, s["box_protocol"], s["miss"])
-        errors = np.load(stem.with_name(stem.name + "_errors.npy"))
-        curves.setdefault(predictor.name, errors)
-        plot_ced({predictor.name: errors}, out / f"ced_{predictor.name}.png",
-                 title=f"{predictor.name} on {split} ({s['detector_misses']} detector misses: {s['miss']})")
-    row.update({"params (M)": None if params is None else params / 1e6,
-                "CPU ms/face": cpu_ms_per_face(predictor, size),
-                "train min (sum of epochs)": None if train_min is None else round(train_min, 1)})
-    return row
