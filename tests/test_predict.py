@@ -192,12 +192,41 @@ def test_onnx_backend_matches_torch(model_path, astro, tmp_path, monkeypatch):
     pytest.importorskip("facealign.export")
     monkeypatch.setenv("FACEALIGN_CACHE", str(tmp_path / "cache"))
     onnx = FaceAligner(model_path, backend="onnx")
-    cached = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
-    assert len(cached) == 1
+    cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    # the dynamic-batch graph and its fixed-batch variants for one face and for a face + its mirror
+    assert [p.name.split(".", 1)[1] for p in cached] == ["b1.onnx", "b2.onnx", "onnx"]
     torch_lm = FaceAligner(model_path).predict(astro, boxes=ASTRO_BOX)[0].landmarks
     np.testing.assert_allclose(onnx.predict(astro, boxes=ASTRO_BOX)[0].landmarks, torch_lm, atol=0.01)
     again = FaceAligner(model_path, backend="onnx")  # reuses the cached export
-    assert list((tmp_path / "cache" / "onnx").glob("*.onnx")) == cached and again.name == "test"
+    assert sorted((tmp_path / "cache" / "onnx").glob("*.onnx")) == cached and again.name == "test"
+
+
+def test_onnx_start_imports_no_torch_or_timm(model_path, astro, tmp_path):
+    """A warm ONNX start (the export cached) never imports torch or timm: API and CLI."""
+    pytest.importorskip("onnxruntime")
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FACEALIGN_CACHE": str(tmp_path / "cache")}
+    warm = subprocess.run([sys.executable, "-c", f"from facealign import FaceAligner; FaceAligner({str(model_path)!r}, "
+                           "backend='onnx')"], env=env, capture_output=True, text=True, timeout=300)
+    assert warm.returncode == 0, warm.stderr  # the first start exports into the cache (imports torch)
+    image = tmp_path / "astro.png"
+    Image.fromarray(astro).save(image)
+    code = (f"import sys; from facealign import FaceAligner; fa = FaceAligner({str(model_path)!r}, backend='onnx'); "
+            f"faces = fa.predict({str(image)!r}); "
+            "print(len(faces), len(faces[0].landmarks), 'torch' in sys.modules, 'timm' in sys.modules)")
+    api = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert api.returncode == 0, api.stderr
+    assert api.stdout.split() == ["1", "68", "False", "False"]
+    code = ("import sys; from facealign.cli import main; "
+            f"rc = main(['predict', {str(image)!r}, '-o', {str(tmp_path / 'out')!r}, '--model', {str(model_path)!r}, "
+            "'--backend', 'onnx', '--quiet']); "
+            "print(rc, 'torch' in sys.modules, 'timm' in sys.modules)")
+    cli = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.split()[-3:] == ["0", "False", "False"]
+    assert (tmp_path / "out" / "astro.json").is_file()
 
 
 # ---------------------------------------------------------------- CLI on images

@@ -3,9 +3,9 @@
 `facealign.FaceAligner` and `facealign.Face` are loaded on first use (module `__getattr__`), so
 `import facealign` stays light (no torch).
 """
-__version__ = "0.1.0"
+from facealign.version import __version__
 
-_LAZY = {"FaceAligner": "facealign.predict", "Face": "facealign.predict"}
+_LAZY = {"FaceAligner": "facealign.inference.aligner", "Face": "facealign.inference.aligner"}
 __all__ = ["FaceAligner", "Face", "__version__"]
 
 

@@ -126,7 +126,7 @@ def _load_method(spec: dict):
     if method == "torch":
         import torch
         torch.set_num_threads(threads)
-        from facealign.predict import LandmarkRunner
+        from facealign.inference.backends import LandmarkRunner
         return LandmarkRunner(spec["model"])
     if method == "onnxruntime":
         from facealign.export import load_onnx_runner

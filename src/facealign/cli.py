@@ -127,7 +127,7 @@ def cmd_experiments(args) -> int:
 def cmd_package(args) -> int:
     import shlex
 
-    from facealign.models.packaged import package_run
+    from facealign.packaging import package_run
     command = args.command_text or "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,
                        not args.no_flip, command)
@@ -140,7 +140,7 @@ def cmd_package(args) -> int:
 def cmd_card(args) -> int:
     import shlex
 
-    from facealign.models.packaged import remeasure_packaged
+    from facealign.packaging import remeasure_packaged
     parts = ["facealign", "card", str(args.model), "--data", str(args.data), "--split", args.split]
     command = shlex.join(parts + (["--cache-dir", str(args.cache_dir)] if args.cache_dir else []))
     card = remeasure_packaged(args.model, args.data, args.split, args.cache_dir, command)
@@ -156,12 +156,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from facealign.predict import FaceAligner, run_predict
+    from facealign.inference.aligner import FaceAligner
+    from facealign.predict import run_predict
     from facealign.video import DEFAULT_BETA, check_smoothing
     if args.smooth is not None:
         check_smoothing(args.smooth, DEFAULT_BETA if args.smooth_beta is None else args.smooth_beta)
     aligner = FaceAligner(args.model, detector=args.detector, device=args.device, backend=args.backend,
-                          upsample=args.upsample, min_score=args.min_score)
+                          upsample=args.upsample, min_score=args.min_score, threads=args.threads)
     report = run_predict(args.inputs, args.output, aligner, pts=args.pts, csv=args.csv, draw=args.draw,
                          smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet)
     videos = f", {report.videos} videos ({report.frames} frames)" if report.videos else ""
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "--backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
     p.add_argument("--detector", default="dlib", help="face detector (dlib: dlib's HOG frontal detector)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
     p.add_argument("--min-score", type=float, default=0.2, help="drop detections scoring below this (default 0.2)")

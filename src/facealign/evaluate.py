@@ -26,7 +26,7 @@ from facealign.report import plot_ced, write_per_image_csv
 
 def TorchPredictor(model: str | Path, device: str = "cpu"):
     """A trained checkpoint or packaged model behind the evaluation interface (`predict(image, boxes)`)."""
-    from facealign.predict import LandmarkRunner
+    from facealign.inference.backends import LandmarkRunner
     return LandmarkRunner(model, device)
 
 

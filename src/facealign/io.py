@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,3 +59,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def safe_stem(name: str, limit: int = 100) -> str:
+    """A single, harmless file-name component: word characters, '.', '-' only; no leading dots."""
+    s = re.sub(r"[^\w.\-]+", "_", name, flags=re.UNICODE).lstrip(".")[:limit].rstrip(".")
+    return s or "input"

@@ -113,7 +113,7 @@ class LandmarkSmoother:
         self.tracks: list[tuple[int, np.ndarray, OneEuroFilter]] = []
 
     def __call__(self, faces: Sequence) -> tuple[list, list[int]]:
-        from facealign.predict import Face
+        from facealign.inference.aligner import Face
         prev = self.tracks if len(faces) == len(self.tracks) else []  # face count changed: restart all
         matched = _match([t[1] for t in prev], [f.box for f in faces], self.reset_iou)
         out, tracks = [], []
@@ -215,7 +215,7 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
     from tqdm import tqdm
 
     from facealign.data.pts import write_pts
-    from facealign.predict import annotate, csv_row, write_json
+    from facealign.outputs import annotate, csv_row, write_json
     cap, fps, count = open_video(path)
     ok, first = cap.read()
     cap.release()

@@ -370,7 +370,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
     """Pack `splits` of a data root into one file (written atomically); returns a summary dict."""
     from tqdm import tqdm
 
-    import facealign
+    from facealign.version import __version__
     from facealign.data.layouts import index_dataset
     from facealign.imageio import ImageLoadError
     from facealign.io import atomic_path
@@ -423,7 +423,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
                                                            else np.array(rows[name]), dtype)))
             undetected = int(sum(int(f) == 0 for _, f in kept))
             meta = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "facealign_version": facealign.__version__,
+                "format": FORMAT, "format_version": FORMAT_VERSION, "facealign_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "source_root": str(root.resolve()), "layout": index.layout, "splits": splits,
                 "box_protocol": box,

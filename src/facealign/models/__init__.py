@@ -2,31 +2,27 @@
 
 All coordinates are normalised crop coordinates in [0, 1], (B, K, 2) as (x, y);
 see `facealign.models.heatmap` for the exact convention.
-"""
-from .backbone import (
-    PACKAGED_WEIGHTS,
-    STUDY_BACKBONES,
-    Backbone,
-    build_backbone,
-    load_efficientnet_lite0_imagenet,
-    load_weights,
-)
-from .heads import HEADS, HeatmapHead, LandmarkModel, RegressionHead, build_model
-from .heatmap import cell_centres, gaussian_heatmaps, soft_argmax
 
-__all__ = [
-    "PACKAGED_WEIGHTS",
-    "STUDY_BACKBONES",
-    "Backbone",
-    "build_backbone",
-    "load_efficientnet_lite0_imagenet",
-    "load_weights",
-    "HEADS",
-    "HeatmapHead",
-    "LandmarkModel",
-    "RegressionHead",
-    "build_model",
-    "cell_centres",
-    "gaussian_heatmaps",
-    "soft_argmax",
-]
+Names load on first use, so `facealign.models.registry` (packaged model files) imports no torch or timm.
+"""
+_LAZY = {
+    **dict.fromkeys(("PACKAGED_WEIGHTS", "STUDY_BACKBONES", "Backbone", "build_backbone",
+                     "load_efficientnet_lite0_imagenet", "load_weights"), "facealign.models.backbone"),
+    **dict.fromkeys(("HEADS", "HeatmapHead", "LandmarkModel", "RegressionHead", "build_model"),
+                    "facealign.models.heads"),
+    **dict.fromkeys(("cell_centres", "gaussian_heatmaps", "soft_argmax"), "facealign.models.heatmap"),
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facealign.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,34 @@
+"""Inference: crop -> network -> image pixels, behind named backends, and the public `FaceAligner`.
+
+Layering: this package sits on `facealign.data` and `facealign.models` and imports nothing above it
+(training, evaluation, export, commands). torch and timm are imported only on the torch backend's path;
+`FaceAligner(backend="onnx")` runs on onnxruntime alone once the model's ONNX file exists.
+
+Attributes load on first use, so `import facealign.inference` stays light.
+"""
+_LAZY = {
+    "FaceAligner": "facealign.inference.aligner",
+    "Face": "facealign.inference.aligner",
+    "as_rgb": "facealign.inference.aligner",
+    "CropRunner": "facealign.inference.runner",
+    "BACKENDS": "facealign.inference.backends",
+    "load_runner": "facealign.inference.backends",
+    "LandmarkRunner": "facealign.inference.backends",
+    "TorchBackend": "facealign.inference.backends",
+    "OnnxBackend": "facealign.inference.onnx_runtime",
+    "load_onnx_runner": "facealign.inference.onnx_runtime",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facealign.inference' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

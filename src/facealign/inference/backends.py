@@ -1,0 +1,104 @@
+"""Backends: name -> a class that turns a model spec into a `CropRunner`.
+
+Every backend has the same interface: `Backend.runner(model, device, flip_tta, threads) -> CropRunner`, and
+the runner's backend maps (B, 3, S, S) float32 ImageNet-normalised crops to (B, 68, 2) normalised crop
+coordinates. torch is imported only on the torch path.
+
+model specs: a packaged model name (`facealign.models.registry.PACKAGED_MODELS`), a .safetensors file (card
+beside it), a training checkpoint (.pt, torch only) or an .onnx file made by `facealign export` (onnx only).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facealign.inference.runner import CropRunner
+from facealign.models.registry import model_file
+
+
+class TorchBackend:
+    """backend(batch) -> coords with a torch model (channels_last, denormals flushed)."""
+
+    def __init__(self, model, device: str = "cpu"):
+        import torch
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        from facealign.fpstate import flush_denormals
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), flush_denormals():  # denormals slow CPU inference badly; the setting is restored
+            return self.model(x)["coords"].float().cpu().numpy()
+
+
+class LandmarkRunner(CropRunner):
+    """`CropRunner` on a torch model loaded from a packaged name, safetensors file or checkpoint."""
+
+    def __init__(self, model: str | Path = "default", device: str = "cpu", backend=None, flip_tta: bool | None = None):
+        from facealign.models.packaged import load_model
+        net, card = load_model(model)
+        super().__init__(backend or TorchBackend(net, device), card, flip_tta, model=net)
+
+
+class Torch:
+    """The torch backend: any device torch has (cpu, cuda, ...)."""
+
+    @staticmethod
+    def runner(model, device: str = "cpu", flip_tta: bool | None = None, threads: int | None = None) -> CropRunner:
+        if Path(str(model)).suffix == ".onnx":
+            raise ValueError(f"{model} is an ONNX file: use backend 'onnx' (--backend onnx)")
+        if device not in ("cpu",):
+            import torch
+            try:
+                dev = torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"unknown torch device {device!r}; e.g. cpu, cuda, cuda:1") from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+        if threads:
+            import torch
+            torch.set_num_threads(int(threads))
+        return LandmarkRunner(model, device, flip_tta=flip_tta)
+
+
+class Onnx:
+    """The onnxruntime backend (CPU). An .onnx file is used as it is; a packaged model or .safetensors file is
+    exported once into the user cache (`facealign.inference.onnx_build.cached_onnx`), with its fixed-batch
+    variants; later starts never import torch."""
+
+    @staticmethod
+    def runner(model, device: str = "cpu", flip_tta: bool | None = None, threads: int | None = None) -> CropRunner:
+        from facealign.inference.onnx_runtime import load_onnx_runner
+        if device != "cpu":
+            raise ValueError(f"backend 'onnx' runs on the CPU only (got device {device!r}); use --backend torch")
+        path = model_file(model)
+        if path.suffix == ".onnx":
+            return load_onnx_runner(path, threads, flip_tta)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"backend 'onnx' takes a packaged model, a .safetensors or an .onnx file; got {path.name}")
+        from facealign.inference.onnx_build import cached_onnx
+        card = read_card_file(path)
+        return load_onnx_runner(cached_onnx(path, card), threads, flip_tta)
+
+
+def read_card_file(weights: Path) -> dict:
+    """The JSON model card beside a .safetensors file."""
+    card_path = Path(weights).with_suffix(".json")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{weights} has no model card {card_path.name} beside it")
+    return json.loads(card_path.read_text())
+
+
+BACKENDS = {"torch": Torch, "onnx": Onnx}
+
+
+def load_runner(model="default", backend: str = "torch", device: str = "cpu", flip_tta: bool | None = None,
+                threads: int | None = None) -> CropRunner:
+    """A `CropRunner` for `model` on the named backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return BACKENDS[backend].runner(model, device, flip_tta, threads)

@@ -1,0 +1,30 @@
+"""Packaged models: the names shipped inside the package and where their files are (imports no torch).
+
+Each packaged model is `facealign/weights/<name>.safetensors` (fp16 weights) + `<name>.json` (its model card).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+PACKAGED_MODELS = ("default", "default160")
+
+
+def packaged_path(name: str) -> Path:
+    """The .safetensors file of a packaged model."""
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {name!r}; valid: {', '.join(PACKAGED_MODELS)}")
+    path = Path(str(resources.files("facealign") / "weights" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise FileNotFoundError(f"packaged model {name!r} is missing from the installation ({path})")
+    return path
+
+
+def model_file(model: str | Path) -> Path:
+    """A model spec -> its file: a packaged name's .safetensors, or the path itself (which must exist)."""
+    if isinstance(model, str) and model in PACKAGED_MODELS:
+        return packaged_path(model)
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"model {str(model)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)}")
+    return path
