@@ -13,7 +13,7 @@ import time
 import torch
 
 from facealign.bench import _records_and_boxes, latency_faces
-from facealign.predict import LandmarkRunner
+from facealign.inference import LandmarkRunner
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def main() -> None:
     from facealign.data.layouts import index_dataset, split_train_val
     from facealign.imageio import load_rgb
     from facealign.metrics import evaluate_landmarks
-    from facealign.predict import LandmarkRunner
+    from facealign.inference import LandmarkRunner
     warnings.simplefilter("ignore")
     index = index_dataset(args.data)
     cache = BoxCache(args.data)

@@ -22,20 +22,42 @@ DEFAULT_CONTEXT = 0.10  # the study enlarges the face box by 10% of its size
 CV_MAX_SIDE = 32767  # OpenCV's remap (behind warpAffine) refuses images with a side of SHRT_MAX or more
 
 
-def _source_window(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The part of `image` a size x size crop samples from (plus a 2 px margin, clipped to the image),
-    and the pixel matrix `m` re-expressed for that window. Sampling, including replicated borders at
-    the image edges, is unchanged; only the array OpenCV sees is smaller."""
+def _window_bounds(image: np.ndarray, m: np.ndarray, size: int, margin: int = 2) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels a size x size crop through pixel matrix `m` samples from, plus `margin`
+    px, clipped to the image."""
     inv = np.linalg.inv(_to3(m))[:2]
     corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
     src = corners @ inv[:, :2].T + inv[:, 2]
     h, w = image.shape[:2]
-    x0 = int(np.clip(np.floor(src[:, 0].min()) - 2, 0, w - 1))
-    y0 = int(np.clip(np.floor(src[:, 1].min()) - 2, 0, h - 1))
-    x1 = int(np.clip(np.ceil(src[:, 0].max()) + 3, x0 + 1, w))
-    y1 = int(np.clip(np.ceil(src[:, 1].max()) + 3, y0 + 1, h))
+    x0 = int(np.clip(np.floor(src[:, 0].min()) - margin, 0, w - 1))
+    y0 = int(np.clip(np.floor(src[:, 1].min()) - margin, 0, h - 1))
+    x1 = int(np.clip(np.ceil(src[:, 0].max()) + margin + 1, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(src[:, 1].max()) + margin + 1, y0 + 1, h))
+    return x0, y0, x1, y1
+
+
+def _source_window(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `image` a size x size crop samples from (plus a 2 px margin, clipped to the image),
+    and the pixel matrix `m` re-expressed for that window. Sampling, including replicated borders at
+    the image edges, is unchanged; only the array OpenCV sees is smaller."""
+    x0, y0, x1, y1 = _window_bounds(image, m, size)
     shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)  # window pixel -> image pixel
     return image[y0:y1, x0:x1], (_to3(m) @ _to3(shift))[:2]
+
+
+def _snap(lo: int, hi: int, s: float, limit: int, step: int) -> int:
+    """From `lo` moving by `step` (at most `limit` px, within [0, hi]), the x whose x * s is nearest an integer."""
+    xs = [x for x in range(lo, lo + step * (limit + 1), step) if 0 <= x <= hi]
+    return min(xs, key=lambda x: abs(x * s - round(x * s)))
+
+
+def _grid_window(image: np.ndarray, m: np.ndarray, size: int, sx: float, sy: float):
+    """((x0, x1), (y0, y1)): the crop's source window, grown to edges that fall (nearly) on the area grid of
+    the whole image shrunk by (sx, sy), so shrinking the window reproduces shrinking the whole image there."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = _window_bounds(image, m, size, margin=2 + int(np.ceil(2 / min(sx, sy))))
+    lx, ly = int(np.ceil(3 / sx)), int(np.ceil(3 / sy))  # search about three shrunk pixels
+    return ((_snap(x0, w, sx, lx, -1), _snap(x1, w, sx, lx, 1)), (_snap(y0, h, sy, ly, -1), _snap(y1, h, sy, ly, 1)))
 
 
 def _to3(m: np.ndarray) -> np.ndarray:
@@ -84,18 +106,23 @@ class CropTransform:
     def warp(self, image: np.ndarray, size: int, border: str = "replicate") -> np.ndarray:
         """Resample `image` (H, W, C) uint8 into a (size, size, C) crop (bilinear; area-like when shrinking)."""
         m = self.pixel_matrix(size)
-        if max(image.shape[:2]) >= CV_MAX_SIDE:
-            image, m = _source_window(image, m, size)
         scale = np.sqrt(abs(np.linalg.det(m[:, :2])))
+        if max(image.shape[:2]) >= CV_MAX_SIDE and scale >= 0.5:
+            image, m = _source_window(image, m, size)
         src = image
         if scale < 0.5:
-            # Pre-shrink so bilinear sampling does not alias on big downscales.
+            # Pre-shrink so bilinear sampling does not alias on big downscales. Only the face's region is
+            # shrunk (its cost is the face's pixels, not the photo's), on the same area grid as shrinking
+            # the whole image by f would use, so the crop stays what it was to within the grid's rounding.
             f = 1 / scale / 1.5
             h, w = image.shape[:2]
-            src = cv2.resize(image, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
-            sx, sy = src.shape[1] / w, src.shape[0] / h
-            # x_small = (x + 0.5) * s - 0.5 -> compose its inverse into m
-            pre = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5]])
+            sx, sy = max(1, round(w / f)) / w, max(1, round(h / f)) / h  # the whole image's shrink
+            (x0, x1), (y0, y1) = _grid_window(image, m, size, sx, sy)
+            src = cv2.resize(image[y0:y1, x0:x1], (max(1, round((x1 - x0) * sx)), max(1, round((y1 - y0) * sy))),
+                             interpolation=cv2.INTER_AREA)
+            wx, wy = src.shape[1] / (x1 - x0), src.shape[0] / (y1 - y0)
+            # image x -> window-small x = (x - x0 + 0.5) * wx - 0.5; compose its inverse into m
+            pre = np.array([[1 / wx, 0, x0 + 0.5 / wx - 0.5], [0, 1 / wy, y0 + 0.5 / wy - 0.5]])
             m = (_to3(m) @ _to3(pre))[:2]
         mode = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}[border]
         return cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode)
