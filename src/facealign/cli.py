@@ -171,6 +171,15 @@ def cmd_predict(args) -> int:
     return 1 if report.failures else 0
 
 
+def cmd_quantize(args) -> int:
+    from facealign.export import run_quantize
+    r = run_quantize(args.model, args.output, args.data, args.calibration, args.split, args.eval_split)
+    print(f"wrote {r['output']}: calibrated on {r['calibration']}; NME on {r['eval_split']} ({r['boxes']}): "
+          f"fp32 {r['nme_fp32']:.5f}, int8 {r['nme_int8']:.5f} ({r['nme_change']:+.2%}; "
+          f"{'within' if r['ok'] else 'OVER'} the {r['max_change']:.0%} limit)")
+    return 0 if r["ok"] else 1
+
+
 def cmd_export(args) -> int:
     from facealign.export import format_export_report, run_export
     path, report = run_export(args.model, args.output, data=args.data, opset=args.opset, input_size=args.input_size,
@@ -368,6 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=0.2, help="drop detections scoring below this (default 0.2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("quantize", help="static int8 ONNX graph of a model, calibrated on training faces, "
+                       "with its NME change measured")
+    p.add_argument("model", help="'default', 'default160', a .safetensors file or an .onnx file from `facealign export`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the int8 .onnx file to write")
+    p.add_argument("--data", type=Path, required=True, help="data root: calibration and evaluation faces")
+    p.add_argument("--calibration", type=int, default=256, help="training faces to calibrate on (default 256)")
+    p.add_argument("--split", default="train", help="calibration split (default train; never a test split)")
+    p.add_argument("--eval-split", default="common", help="split on which the NME change is measured")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("export", help="export a model to ONNX and check it against torch")
     p.add_argument("model", help="'default', 'default160', a .safetensors file (card beside it) or a training checkpoint (.pt)")

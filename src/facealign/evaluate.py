@@ -95,9 +95,12 @@ def evaluate_split(predictor, data: str | Path, split: str, protocol: str = "det
                    norm: str = "inter_ocular") -> tuple[dict, np.ndarray, list[str]]:
     """One split: (summary as in `evaluate`, (n,) per-face errors of the evaluated faces, their keys)."""
     get_miss_policy(miss)
-    summary, errors, keys, _ = _evaluate_split(predictor, data, split, protocol, miss,
-                                               cache if cache is not None else BoxCache(data), threshold, norm,
+    own = cache is None  # a cache made here is saved here; a caller's cache is the caller's to save
+    cache = BoxCache(data) if own else cache
+    summary, errors, keys, _ = _evaluate_split(predictor, data, split, protocol, miss, cache, threshold, norm,
                                                progress)
+    if own:
+        cache.save()
     return summary, errors, keys
 
 

@@ -168,7 +168,63 @@ def format_export_report(path: Path, report: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- int8
+MAX_INT8_NME_CHANGE = 0.01  # ship an int8 graph only if it moves NME by at most 1% (issue 11)
+
+
+def calibration_crops(data, card: dict, n: int = 256, split: str = "train", seed: int = 0) -> tuple[np.ndarray, str]:
+    """(crops (n, 3, S, S) float32 ImageNet-normalised, description): `n` faces of the TRAINING split, boxed
+    as at inference (the card's box protocol; a detector miss gets its ground-truth box)."""
+    from facealign.data.boxes import BoxCache, face_boxes
+    from facealign.data.layouts import index_dataset
+    from facealign.imageio import load_rgb
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = index_dataset(data).split(split)
+    if not records:
+        raise ValueError(f"{data}: split {split!r} has no faces to calibrate on")
+    pick = sorted(np.random.default_rng(seed).choice(len(records), min(n, len(records)), replace=False))
+    chosen = [records[i] for i in pick]
+    cache = BoxCache(data)
+    fb = face_boxes(chosen, card.get("box_protocol", "detector"), "gt-box", cache=cache, detect=True)
+    cache.save()
+    size, context = int(card["input_size"]), float(card.get("context", 0.1))
+    crops = np.stack([normalize(CropTransform.from_box(b, context).warp(load_rgb(r.image), size))
+                      for r, b in zip(chosen, fb.boxes)])
+    return crops, f"{len(chosen)} faces of {split!r} ({card.get('box_protocol', 'detector')} boxes), seed {seed}"
+
+
+def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_split: str = "common") -> dict:
+    """`facealign quantize`: static int8 QDQ of a model's ONNX graph (batch 1), calibrated on training faces,
+    then NME of fp32 and int8 on `eval_split` with identical boxes (detector; misses -> gt-box).
+
+    Returns a report; `ok` says whether the NME change is within MAX_INT8_NME_CHANGE. The report is also
+    written beside the output as JSON.
+    """
+    from facealign.evaluate import evaluate_split
+    from facealign.inference.backends import read_card_file
+    from facealign.inference.onnx_build import cached_onnx
+    from facealign.inference.quantize import quantize_int8
+    from facealign.io import atomic_write_json
+    from facealign.models.registry import model_file
+    path = model_file(model)
+    fp32 = path if path.suffix == ".onnx" else cached_onnx(path, read_card_file(path), fixed=False)
+    card = read_card(fp32)
+    crops, source = calibration_crops(data, card, n, split)
+    out = quantize_int8(fp32, output, crops, batch=1)
+    nme = {}
+    for name, graph in (("fp32", fp32), ("int8", out)):
+        summary, _, _ = evaluate_split(load_onnx_runner(graph, threads=1), data, eval_split, "detector", "gt-box")
+        nme[name] = summary["nme"]
+    change = nme["int8"] / nme["fp32"] - 1
+    report = {"model": str(model), "output": str(out), "calibration": source, "eval_split": eval_split,
+              "boxes": "detector, misses -> gt-box", "nme_fp32": nme["fp32"], "nme_int8": nme["int8"],
+              "nme_change": change, "max_change": MAX_INT8_NME_CHANGE, "ok": abs(change) <= MAX_INT8_NME_CHANGE}
+    atomic_write_json(Path(out).with_suffix(".json"), report)
+    return report
+
+
 __all__: Sequence[str] = ["export_onnx", "read_card", "read_metadata", "OnnxBackend", "OnnxLandmarkRunner",
                           "load_onnx_runner", "compare_backends", "check_export", "run_export", "random_crops",
-                          "face_crops", "OnnxExportError", "CARD_KEY", "IO_KEY", "VERSION_KEY", "INPUT_NAME",
+                          "face_crops", "OnnxExportError", "calibration_crops", "run_quantize", "CARD_KEY", "IO_KEY", "VERSION_KEY", "INPUT_NAME",
                           "OUTPUT_NAME"]

@@ -96,6 +96,8 @@ class OnnxBackend:
         self.quantization = json.loads(meta[QUANT_KEY]) if QUANT_KEY in meta else None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        dim = self.session.get_inputs()[0].shape[0]
+        self.static_batch = dim if isinstance(dim, int) and dim > 0 else None  # e.g. an int8 graph
         self.fixed = {b: fixed_batch_path(self.path, b) for b in FIXED_BATCHES
                       if fixed and fixed_batch_path(self.path, b).is_file()}
         self._sessions: dict[int, object] = {}
@@ -110,7 +112,16 @@ class OnnxBackend:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session_for(len(x)).run([self.output_name], {self.input_name: x})[0]
+        if self.static_batch is None or len(x) == self.static_batch:
+            return self.session_for(len(x)).run([self.output_name], {self.input_name: x})[0]
+        # a file with a fixed batch size runs any batch in chunks of that size (the last one padded)
+        b = self.static_batch
+        out = []
+        for start in range(0, len(x), b):
+            chunk = x[start:start + b]
+            pad = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), axis=0)]) if len(chunk) < b else chunk
+            out.append(self.session.run([self.output_name], {self.input_name: pad})[0][: len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
 
 
 class OnnxLandmarkRunner(CropRunner):
