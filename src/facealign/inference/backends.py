@@ -85,6 +85,24 @@ class Onnx:
         return load_onnx_runner(cached_onnx(path, card), threads, flip_tta)
 
 
+class OnnxInt8:
+    """onnxruntime on a packaged model's static-int8 graph (weights/<name>.int8.onnx, built and checked by
+    `facealign quantize`: NME within 1% of fp32), or on an int8 .onnx file given by path."""
+
+    @staticmethod
+    def runner(model, device: str = "cpu", flip_tta: bool | None = None, threads: int | None = None) -> CropRunner:
+        from facealign.inference.onnx_runtime import load_onnx_runner
+        from facealign.models.registry import PACKAGED_MODELS, packaged_int8_path
+        if device != "cpu":
+            raise ValueError(f"backend 'onnx-int8' runs on the CPU only (got device {device!r})")
+        if isinstance(model, str) and model in PACKAGED_MODELS:
+            return load_onnx_runner(packaged_int8_path(model), threads, flip_tta)
+        if Path(str(model)).suffix != ".onnx":
+            raise ValueError("backend 'onnx-int8' takes a packaged model name or an int8 .onnx file "
+                             "(make one with `facealign quantize`)")
+        return load_onnx_runner(model, threads, flip_tta)
+
+
 def read_card_file(weights: Path) -> dict:
     """The JSON model card beside a .safetensors file."""
     card_path = Path(weights).with_suffix(".json")
@@ -93,7 +111,7 @@ def read_card_file(weights: Path) -> dict:
     return json.loads(card_path.read_text())
 
 
-BACKENDS = {"torch": Torch, "onnx": Onnx}
+BACKENDS = {"torch": Torch, "onnx": Onnx, "onnx-int8": OnnxInt8}
 
 
 def load_runner(model="default", backend: str = "torch", device: str = "cpu", flip_tta: bool | None = None,

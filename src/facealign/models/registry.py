@@ -28,3 +28,12 @@ def model_file(model: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"model {str(model)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)}")
     return path
+
+
+def packaged_int8_path(name: str) -> Path:
+    """The shipped static-int8 ONNX graph of a packaged model (`facealign quantize`), weights/<name>.int8.onnx."""
+    path = packaged_path(name).with_suffix(".int8.onnx")
+    if not path.is_file():
+        have = [m for m in PACKAGED_MODELS if packaged_path(m).with_suffix(".int8.onnx").is_file()]
+        raise ValueError(f"packaged model {name!r} has no int8 graph; models with one: {', '.join(have) or 'none'}")
+    return path

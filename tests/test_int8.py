@@ -1,0 +1,77 @@
+"""The int8 route: `facealign quantize` on a small model, the onnx-int8 backend, fixed-batch files."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from facealign.cli import main  # noqa: E402
+from facealign.data.synthetic import make_300w_fixture  # noqa: E402
+from facealign.export import random_crops  # noqa: E402
+from facealign.inference import FaceAligner, OnnxBackend, load_runner  # noqa: E402
+from facealign.inference.onnx_build import export_onnx  # noqa: E402
+from facealign.inference.quantize import fix_batch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quantized(model_path, tmp_path_factory):
+    """`facealign quantize` of the test model on a generated 300W tree: (data, int8 path, report)."""
+    tmp = tmp_path_factory.mktemp("int8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACEALIGN_CACHE", str(tmp / "cache"))
+    data = make_300w_fixture(tmp / "300W", {"afw": 4, "helen/trainset": 4, "helen/testset": 3}, size=96)
+    out = tmp / "m.int8.onnx"
+    rc = main(["quantize", str(model_path), "-o", str(out), "--data", str(data), "--calibration", "6"])
+    yield data, out, json.loads(out.with_suffix(".json").read_text()), rc
+    mp.undo()
+
+
+def test_quantize_command_reports_the_nme_change(quantized):
+    data, out, report, rc = quantized
+    assert out.is_file()
+    assert report["calibration"].startswith("6 faces of 'train'")  # never the test split
+    assert report["nme_change"] == pytest.approx(report["nme_int8"] / report["nme_fp32"] - 1)
+    assert report["ok"] == (abs(report["nme_change"]) <= 0.01) and rc == (0 if report["ok"] else 1)
+    backend = OnnxBackend(out)
+    assert backend.static_batch == 1 and backend.quantization["calibration_count"] == 6
+
+
+def test_int8_file_runs_any_batch_in_fixed_chunks(quantized):
+    _, out, _, _ = quantized
+    backend = OnnxBackend(out)
+    crops = random_crops(3, 64)
+    together = backend(crops)  # three batch-1 runs, no padding needed
+    one_by_one = np.concatenate([backend(crops[i:i + 1]) for i in range(3)])
+    np.testing.assert_array_equal(together, one_by_one)
+    assert backend(crops[:0]).shape == (0, 68, 2)
+
+
+def test_fixed_batch_file_pads_the_last_chunk(model_path, tmp_path):
+    from facealign.models.packaged import load_model
+    net, card = load_model(model_path)
+    dyn = export_onnx(net, tmp_path / "m.onnx", card=card)
+    two = fix_batch(dyn, tmp_path / "two.onnx", 2)
+    crops = random_crops(3, 64)
+    np.testing.assert_allclose(OnnxBackend(two)(crops), OnnxBackend(dyn)(crops), atol=1e-5)  # 2 + (1 padded)
+
+
+def test_onnx_int8_backend_by_name_and_path(quantized, model_path):
+    _, out, _, _ = quantized
+    assert load_runner(out, "onnx-int8").backend.quantization["scheme"] == "static-int8-qdq"
+    with pytest.raises(ValueError, match="takes a packaged model name or an int8 .onnx file"):
+        load_runner(model_path, "onnx-int8")
+    with pytest.raises(ValueError, match="unknown backend 'onnx8'; valid: torch, onnx, onnx-int8"):
+        FaceAligner(model_path, backend="onnx8")
+
+
+def test_packaged_default_int8_is_shipped_and_within_one_percent():
+    from facealign.models.registry import packaged_int8_path
+    path = packaged_int8_path("default")
+    report = json.loads(path.with_suffix(".json").read_text())
+    assert report["ok"] and abs(report["nme_change"]) <= 0.01
+    runner = load_runner("default", "onnx-int8")
+    assert runner.input_size == 224 and runner.flip_tta  # the card travels in the int8 file's metadata
+    with pytest.raises(ValueError, match="has no int8 graph; models with one: default"):
+        packaged_int8_path("default160")
