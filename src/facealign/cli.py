@@ -190,7 +190,7 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from facealign.bench import run_bench
-    result = run_bench(args.data, args.model, args.split, args.repeats, args.threads, args.output, args.onnx,
+    result = run_bench(args.data, args.model, args.backend, args.split, args.repeats, args.threads, args.output,
                        args.max_images, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
     print(result["markdown"])
     if args.output is not None:
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch|, normalised crop units")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="torch vs onnxruntime vs dlib: accuracy, latency, images/s, memory")
+    p = sub.add_parser("bench", help="every packaged model x backend vs dlib: accuracy, latency, start-up, memory")
     from facealign.bench import add_arguments as _add_bench_arguments
     _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)

@@ -39,4 +39,4 @@ class DlibPredictor:
             shape = sp(img, box_to_dlib_rect(box))
             # dlib reports integer pixel indices, i.e. pixel centres in our 0-based frame
             out.append([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)])
-        return np.asarray(out, dtype=np.float32).reshape(len(boxes), -1, 2)
+        return np.asarray(out, dtype=np.float32).reshape(len(boxes), 68, 2)  # 68: also for no boxes
