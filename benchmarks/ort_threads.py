@@ -1,0 +1,53 @@
+"""onnxruntime for the packaged models: ms per face at batch 1, 1 thread vs all cores, and the fp32 graph with
+and without its fixed-batch variants (`onnx (dynamic batch only)`).
+
+    python benchmarks/ort_threads.py --data ../shared/data/300W [--repeats 100]
+
+Every variant runs in this one process, interleaved round by round (so machine noise hits all alike), on the
+same 32 test faces (detector boxes), spinning off (`facealign.inference.onnx_runtime.session_options`).
+Prints a Markdown table: model, backend, threads, median ms per face (crop + network + inverse).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from facealign.bench_child import _records_and_boxes, latency_faces
+from facealign.hardware import available_cpus
+from facealign.inference import OnnxBackend, load_runner
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    records, boxes, _ = _records_and_boxes(args.data, "common", None, detect=True)
+    faces = latency_faces(records, boxes)
+    cores = available_cpus()
+    variants = {(m, b, t): load_runner(m, b, threads=t) for m in ("default", "default160") for b in ("onnx", "onnx-int8")
+                for t in sorted({1, cores}) if not (m == "default160" and b == "onnx-int8")}
+    for m in ("default", "default160"):
+        for t in sorted({1, cores}):
+            runner = load_runner(m, "onnx", threads=t)
+            runner.backend = OnnxBackend(runner.backend.path, t, fixed=False)
+            variants[(m, "onnx (dynamic batch only)", t)] = runner
+    times = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for key, runner in variants.items():
+            for img, box in faces[:3]:
+                runner.predict(img, box[None])
+            for i in range(args.repeats):
+                img, box = faces[i % len(faces)]
+                t = time.perf_counter()
+                runner.predict(img, box[None])
+                times[key].append(time.perf_counter() - t)
+    print(f"| model | backend | threads | ms/face (median of {args.rounds} x {args.repeats}) |\n|---|---|---:|---:|")
+    for (m, b, t), ts in times.items():
+        print(f"| {m} | {b} | {t} | {1000 * statistics.median(ts):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
