@@ -166,8 +166,9 @@ def cmd_predict(args) -> int:
     report = run_predict(args.inputs, args.output, aligner, pts=args.pts, csv=args.csv, draw=args.draw,
                          smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet)
     videos = f", {report.videos} videos ({report.frames} frames)" if report.videos else ""
+    to_stdout = str(args.output) == "-"
     print(f"predict: {report.images} images{videos}, {report.faces} faces, {len(report.failures)} failed "
-          f"-> {args.output}")
+          f"-> {'stdout' if to_stdout else args.output}", file=sys.stderr if to_stdout else sys.stdout)
     return 1 if report.failures else 0
 
 
@@ -201,7 +202,7 @@ def cmd_bench(args) -> int:
 # ---------------------------------------------------------------- parser
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data root (e.g. a 300W folder)")
-    p.add_argument("--layout", default="auto", help="300w, menpo, generic or auto (default)")
+    p.add_argument("--layout", default="auto", type=str.lower, help="300w, menpo, generic or auto (default); any case")
 
 
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
@@ -235,7 +236,9 @@ MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its gr
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from facealign.version import __version__
     parser = argparse.ArgumentParser(prog="facealign", description="68-point facial landmark toolkit")
+    parser.add_argument("--version", action="version", version=f"facealign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
@@ -356,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Unreadable inputs are reported on stderr and skipped; exit status 1 if any failed.")
     p.add_argument("inputs", nargs="+", metavar="PATH",
                    help="images, folders (searched recursively for images), glob patterns, videos (.mp4 .avi .mov .mkv)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="output folder, or - for the JSON documents on stdout (one line per image)")
     p.add_argument("--pts", action="store_true", help="also write one .pts file per face")
     p.add_argument("--csv", action="store_true", help="also write OUTDIR/landmarks.csv")
     p.add_argument("--draw", action="store_true", help="also write annotated images / an annotated video (mp4v)")
@@ -369,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
     p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), a .safetensors file, a checkpoint (.pt) or, with "
                                                       "--backend onnx, an .onnx file from `facealign export`")
-    p.add_argument("--backend", default="torch", help="torch (default) or onnx (exported once, cached)")
+    p.add_argument("--backend", default=None, help="torch, onnx (exported once, cached) or onnx-int8 (the shipped "
+                   "int8 graph); default: onnx for an .onnx model file, torch otherwise")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
     p.add_argument("--detector", default="dlib", help="face detector (dlib: dlib's HOG frontal detector)")

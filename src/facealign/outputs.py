@@ -63,11 +63,28 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> Image.Image:
     return out
 
 
+SCHEMA_VERSION = 1  # bump on any incompatible change of the image document
+SCHEMA_FILE = "predict.schema.json"  # facealign/schema/: the JSON Schema of the image document
+LANDMARK_SCHEME = "ibug-68"
+BOX_FORMAT = "xyxy"  # (x0, y0, x1, y1), image pixels
+COORDINATES = "image pixels (x, y), 0-based pixel centres: the top-left pixel's centre is (0, 0)"
+
+
+def schema_path() -> Path:
+    """The JSON Schema (draft 2020-12) of the document `image_json` returns."""
+    from importlib import resources
+    return Path(str(resources.files("facealign") / "schema" / SCHEMA_FILE))
+
+
 def image_json(source: str, rgb: np.ndarray, faces: Sequence[Face], aligner: FaceAligner) -> dict:
-    """The JSON document of one image's faces (the schema `facealign predict` writes)."""
-    return {"source": source, "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
+    """The JSON document of one image's faces: what `facealign predict` writes (and the service returns).
+
+    Validates against `schema_path()`; `schema_version` changes on any incompatible change."""
+    from facealign.version import __version__
+    return {"schema_version": SCHEMA_VERSION, "facealign_version": __version__, "source": source,
+            "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
             "model": aligner.name, "backend": aligner.backend_name, "detector": aligner.detector_name,
-            "coordinates": "image pixels (x, y), 0-based pixel centres: the top-left pixel's centre is (0, 0)",
+            "landmark_scheme": LANDMARK_SCHEME, "box_format": BOX_FORMAT, "coordinates": COORDINATES,
             "faces": [f.to_dict() for f in faces]}
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv as _csv
 import glob
 import io
+import json
 import re
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -61,7 +64,10 @@ def collect_inputs(args: Sequence[str | Path], exclude: Path | None = None) -> t
             found = _scan_folder(p, exclude)
             files += found
             if not found:
-                failures.append((str(a), "no images found in folder"))
+                inside = exclude is not None and exclude.is_relative_to(p.resolve())
+                failures.append((str(a), "no images found in folder" + (
+                    f" (its images are all inside the output folder {exclude}, which is skipped)"
+                    if inside and _scan_folder(p, None) else "")))
         elif p.is_file():
             files.append(p)
         elif re.search(r"[*?[]", str(a)):
@@ -115,11 +121,21 @@ class PredictReport:
 def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: FaceAligner, pts: bool = False,
                 csv: bool = False, draw: bool = False, smooth: float | None = None,
                 smooth_beta: float | None = None, progress: bool = True, images_per_batch: int = 8) -> PredictReport:
-    """The `facealign predict` job. Unreadable inputs are reported on stderr (one line each) and skipped."""
+    """The `facealign predict` job. Unreadable inputs are reported on stderr (one line each) and skipped.
+
+    out_dir "-": each image's JSON document goes to stdout, one line per image (JSON Lines); nothing is
+    written to disk, so --pts, --csv, --draw and videos are refused.
+    """
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    to_stdout = str(out_dir) == "-"
+    if to_stdout and (pts or csv or draw):
+        raise ValueError("-o - writes JSON to stdout only; --pts, --csv and --draw need an output folder")
+    out_dir = Path(tempfile.gettempdir() if to_stdout else out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"-o {out_dir}: is a file; give a folder to write into (or - for JSON on stdout)")
+    if not to_stdout:
+        out_dir.mkdir(parents=True, exist_ok=True)
     names = OutputNames(out_dir)
     report = PredictReport()
 
@@ -127,11 +143,17 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
         report.failures.append((source, reason))
         tqdm.write(f"facealign: skipped {source}: {reason}", file=sys.stderr)
 
-    files, bad = collect_inputs(inputs, exclude=names.out_dir)
+    files, bad = collect_inputs(inputs, exclude=None if to_stdout else names.out_dir)
     for source, reason in bad:
         fail(source, reason)
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
     images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    if to_stdout:
+        for path in videos:
+            fail(str(path), "a video needs an output folder (-o DIR), not -o -")
+        videos = []
+    if smooth is not None and not videos:
+        warnings.warn("--smooth applies to videos only; no video among the inputs, so it changes nothing")
     rows: list[list] = []
 
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress or not images, file=sys.stderr)
@@ -147,6 +169,11 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
                 fail(str(path), msg.removeprefix(f"{path}: "))
         loaded, results = _align_each(aligner, loaded, fail)
         for (path, rgb, _), faces in zip(loaded, results):
+            report.images += 1
+            report.faces += len(faces)
+            if to_stdout:
+                print(json.dumps(image_json(str(path), rgb, faces, aligner)), flush=True)
+                continue
             stem = names.stem(path)
             json_path = names.path(f"{stem}.json")
             write_json(json_path, image_json(str(path), rgb, faces, aligner))
@@ -160,8 +187,6 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
                 save_image(drawn, annotate(rgb, faces))
                 report.annotated[str(path)] = drawn
             rows += [csv_row(str(path), None, i, f) for i, f in enumerate(faces)]
-            report.images += 1
-            report.faces += len(faces)
         bar.update(len(images[start:start + images_per_batch]))
         bar.set_postfix_str(f"{report.faces / max(time.perf_counter() - t0, 1e-9):.1f} faces/s")
     bar.close()

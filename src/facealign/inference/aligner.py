@@ -63,7 +63,7 @@ def as_rgb(image: ImageLike, bgr: bool = False) -> np.ndarray:
     Paths and PIL images go through `load_rgb` (EXIF orientation applied). Arrays: (H, W) grayscale,
     (H, W, 1), (H, W, 3) RGB, or (H, W, 4) RGBA (alpha composited on white, as for files); with
     `bgr=True` the colour channels are BGR/BGRA (OpenCV order). uint8, bool, uint16 (scaled by 1/257)
-    and float arrays (taken as [0, 1]) are accepted. `bgr` is ignored for paths and PIL images.
+    and float arrays in [0, 1] are accepted (floats outside [0, 1] are a ValueError, never guessed). `bgr` is ignored for paths and PIL images.
     """
     if isinstance(image, (str, os.PathLike, Image.Image)):
         return load_rgb(image)
@@ -77,7 +77,11 @@ def as_rgb(image: ImageLike, bgr: bool = False) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ValueError("image array contains NaN or infinite values")
-        arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            # A float image in [0, 255] would silently become white: refuse rather than guess the range.
+            raise ValueError(f"float image values must be in [0, 1] (got {arr.min():g}..{arr.max():g}); for 0-255 "
+                             "floats pass image.astype(np.uint8), or divide by 255")
+        arr = np.rint(arr * 255.0).astype(np.uint8)
     else:
         raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16, bool or float in [0, 1]")
     if arr.ndim == 2:
@@ -104,7 +108,8 @@ def _check_boxes(boxes) -> np.ndarray:
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4) (x0, y0, x1, y1); got shape {b.shape}")
     if not np.isfinite(b).all() or ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
-        raise ValueError("boxes must be finite with x1 > x0 and y1 > y0")
+        raise ValueError("boxes must be finite (x0, y0, x1, y1) with x1 > x0 and y1 > y0; for (x, y, w, h) boxes "
+                         "pass (x, y, x + w, y + h)")
     return b
 
 
@@ -122,7 +127,8 @@ class FaceAligner:
         detector: a name from `facealign.data.boxes.DETECTORS` ("dlib") or a callable
             `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
         device: torch device for the torch backend ("cpu", "cuda", ...).
-        backend: "torch" or "onnx" (a key of `BACKENDS`).
+        backend: "torch", "onnx" or "onnx-int8" (a key of `BACKENDS`); None: "onnx" for an .onnx file, else
+            "torch".
         upsample: detector upsampling steps (dlib: 1 finds faces down to about 40 px).
         min_score: detections scoring below this are dropped (dlib's own threshold is 0; at 0 it finds
             e.g. the mission patch on skimage's astronaut as a face).
@@ -131,8 +137,10 @@ class FaceAligner:
     """
 
     def __init__(self, model: str | Path = "default", detector: str | Callable = "dlib", device: str = "cpu",
-                 backend: str = "torch", upsample: int = 1, min_score: float = DEFAULT_MIN_SCORE,
+                 backend: str | None = None, upsample: int = 1, min_score: float = DEFAULT_MIN_SCORE,
                  flip_tta: bool | None = None, threads: int | None = None):
+        if backend is None:  # the file says what it is
+            backend = "onnx" if str(model).lower().endswith(".onnx") else "torch"
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if threads is not None and (int(threads) != threads or threads < 1):
@@ -197,6 +205,11 @@ class FaceAligner:
                 dets.append(self.detect(rgb))
             else:
                 b = _check_boxes(b)
+                h, w = rgb.shape[:2]
+                outside = (b[:, 2] <= -0.5) | (b[:, 3] <= -0.5) | (b[:, 0] >= w - 0.5) | (b[:, 1] >= h - 0.5)
+                if outside.any():
+                    raise ValueError(f"box {b[np.argmax(outside)].tolist()} lies entirely outside the {w}x{h} image "
+                                     "(boxes are x0, y0, x1, y1 in pixels)")
                 dets.append((b, np.full(len(b), np.nan, np.float32)))
         return self.align(arrays, dets)
 
