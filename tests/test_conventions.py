@@ -129,3 +129,13 @@ def test_output_folder_inside_the_input_folder_is_explained(photo, model_path, t
 
 def test_layout_is_case_insensitive(fixture_300w, capsys):
     assert main(["data", "summary", str(fixture_300w), "--layout", "300W", "--no-decode"]) == 0
+
+
+def test_boxes_on_a_plain_photo_folder_says_what_to_use(photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FACEALIGN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.open(photo).save(folder / "a.png")
+    assert main(["boxes", str(folder), "--quiet"]) == 2
+    assert "no annotated faces (image + .pts)" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # and it claims no file it did not write

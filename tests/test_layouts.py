@@ -61,3 +61,17 @@ def test_validation_split_keeps_photos_together(fixture_300w, tmp_path, rng):
     assert len(train) + len(val) == 15 and val
     assert not ({r.group for r in train} & {r.group for r in val})
     assert split_train_val(recs, 0.2, seed=0) == (train, val)
+
+
+def test_empty_split_names_only_its_own_missing_folders(fixture_300w):
+    """`challenging` needs ibug only: its error must not list lfpw or the private set."""
+    import warnings
+
+    from facealign.data.layouts import DataError, index_dataset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = index_dataset(fixture_300w)
+    with pytest.raises(DataError, match=r"split 'challenging' of .* is empty \(missing: ibug\)$"):
+        index.split("challenging")
+    with pytest.raises(DataError, match=r"split 'private' of .* is empty \(missing: 300W/01_Indoor, 300W/02_Outdoor\)$"):
+        index.split("private")

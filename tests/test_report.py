@@ -102,3 +102,12 @@ def test_write_per_image_csv_length_mismatch(tmp_path):
         write_per_image_csv(tmp_path / "x.csv", ["a"], [0.1, 0.2])
     with pytest.raises(ValueError, match="clash"):
         write_per_image_csv(tmp_path / "x.csv", ["a"], [0.1], {"nme": [1]})
+
+
+def test_ced_legend_is_not_clipped(tmp_path):
+    """Long legend labels stay inside the image: its outer pixel columns and rows are background."""
+    from PIL import Image
+    errs = {("a very long method name " * 4) + str(i): np.random.default_rng(i).uniform(0, 0.1, 50) for i in range(3)}
+    img = np.asarray(Image.open(plot_ced(errs, tmp_path / "ced.png", title="CED")).convert("L"))
+    for edge in (img[:, :3], img[:, -3:], img[:3], img[-3:]):
+        assert edge.min() == 255

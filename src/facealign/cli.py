@@ -56,6 +56,9 @@ def cmd_boxes(args) -> int:
     from facealign.data.layouts import index_dataset
     index = index_dataset(args.root, args.layout)
     images = {r.image for recs in index.splits.values() for r in recs}
+    if not images:
+        raise ValueError(f"no annotated faces (image + .pts) under {args.root}: `facealign boxes` caches detections "
+                         "for a dataset; for plain photos use `facealign predict`")
     cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
     stats = precompute_boxes(images, cache, workers=args.workers, progress=not args.quiet)
     print(f"boxes: {stats['total']} images, {stats['hits']} cache hits, {stats['stale']} stale (image changed "

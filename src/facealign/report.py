@@ -59,11 +59,12 @@ def plot_ced(
         if title:
             ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
-        # Render to memory first so the file appears only once complete.
+        # Render to memory first so the file appears only once complete. A tight bounding box grows the
+        # image to hold every artist: long legend labels were clipped at the left edge.
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=PLOT_DPI)
+        fig.savefig(buf, format="png", dpi=PLOT_DPI, bbox_inches="tight", pad_inches=0.1)
     finally:
         plt.close(fig)  # pyplot keeps figures alive otherwise; long evaluations would leak
     path = Path(path)

@@ -88,13 +88,15 @@ class DatasetIndex:
     missing: list[str]
     skipped: list[tuple[str, str]]  # (path, reason): left out
     flagged: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): kept or ignored, reported
+    split_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> its own missing folders
 
     def split(self, name: str) -> list[FaceRecord]:
         if name not in self.splits:
             raise DataError(f"unknown split {name!r} for layout {self.layout}; valid: {', '.join(self.splits)}")
         records = self.splits[name]
         if not records:
-            raise DataError(f"split {name!r} of {self.root} is empty (missing: {', '.join(self.missing) or 'none'})")
+            missing = self.split_missing.get(name, self.missing)
+            raise DataError(f"split {name!r} of {self.root} is empty (missing: {', '.join(missing) or 'none'})")
         return records
 
     def records(self, names: str | list[str]) -> list[FaceRecord]:
@@ -209,18 +211,22 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
     """
     found: dict[str, list[FaceRecord]] = {}
     missing, skipped, flagged = [], [], []
+    missing_of: dict[str, str] = {}  # subset -> its expected folder, when absent
     for name, candidates in subsets.items():
         folder = next((root / c for c in candidates if (root / c).is_dir()), None)
         if folder is None:
             missing.append(candidates[0])
+            missing_of[name] = candidates[0]
             warnings.warn(f"{layout}: folder '{candidates[0]}' not found under {root}; subset '{name}' is empty",
                           stacklevel=3)
             found[name] = []
             continue
         found[name] = scan_folder(folder, name, skipped, flagged=flagged)
     split_records = {s: [r for sub in subs for r in found[sub]] for s, subs in splits.items()}
+    split_missing = {s: [missing_of[sub] for sub in subs if sub in missing_of] for s, subs in splits.items()}
     _warn_outside(flagged, layout)
-    return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped, flagged)
+    return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped, flagged,
+                        split_missing)
 
 
 def _warn_outside(flagged: list, layout: str) -> None:
