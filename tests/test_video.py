@@ -60,7 +60,7 @@ def _face(x0: float, points: np.ndarray) -> Face:
     return Face(np.array([x0, 0, x0 + 100, 100], np.float32), 1.0, points)
 
 
-def test_tracks_reset_on_box_jump_and_face_count_change():
+def test_tracks_reset_on_box_jump_but_survive_a_new_face():
     rng = np.random.default_rng(2)
     p0, p1, p2 = (rng.uniform(0, 100, (68, 2)) for _ in range(3))
     s = LandmarkSmoother(alpha=0.3)
@@ -70,11 +70,46 @@ def test_tracks_reset_on_box_jump_and_face_count_change():
     assert ids2 == ids and np.abs(out[0].landmarks - p1).max() > 1.0
     out, ids3 = s([_face(300, p2)])  # box jumped (IoU 0): new track, no blending
     assert ids3 != ids and np.abs(out[0].landmarks - p2).max() < 1e-4
-    out, ids4 = s([_face(300, p2), _face(600, p0)])  # face count changed: every track restarts
-    assert len(set(ids4) | set(ids3)) == 3 and np.abs(out[0].landmarks - p2).max() < 1e-4
+    out, ids4 = s([_face(300, p2), _face(600, p0)])  # a second face appears: the first keeps its track
+    assert ids4[0] == ids3[0] and ids4[1] not in ids + ids3
+    np.testing.assert_allclose(out[0].landmarks, p2, atol=1e-4)  # still, so the smoothed value stays
     out, ids5 = s([_face(605, p1), _face(303, p1)])  # same faces, listed in the other order
     assert ids5 == ids4[::-1]
     assert np.abs(out[0].landmarks - p1).max() > 1.0 and np.abs(out[1].landmarks - p1).max() > 1.0
+
+
+def test_track_survives_a_two_frame_miss_and_a_one_frame_false_positive():
+    """The issue-12 scenario: the astronaut's id went 0->1->3->4->6 in 21 frames. Now one face keeps one id
+    while it drifts 2 px/frame, vanishes for frames 5-6, and a false detection shows up in frame 8."""
+    rng = np.random.default_rng(3)
+    s = LandmarkSmoother(alpha=0.3)
+    face_ids, others, raw_dist = [], [], []
+    for frame in range(13):
+        x = 2.0 * frame
+        faces = [] if frame in (5, 6) else [_face(x, rng.uniform(0, 100, (68, 2)))]
+        if frame == 8:
+            faces.append(_face(400, rng.uniform(0, 100, (68, 2))))  # a stray detection elsewhere
+        out, ids = s(faces)
+        if faces:
+            face_ids.append(ids[0])
+            raw_dist.append(np.abs(out[0].landmarks - faces[0].landmarks).max())
+        others += ids[1:]
+    assert len(set(face_ids)) == 1 and len(face_ids) == 11
+    assert others and others[0] != face_ids[0]
+    assert raw_dist[5] > 1.0  # frame 7, right after the gap: still smoothed, the filter was kept
+    assert all(t.id != others[0] for t in s.tracks)  # the false positive's track died after 3 missed frames
+
+
+def test_track_dies_after_max_missed_frames():
+    rng = np.random.default_rng(4)
+    s = LandmarkSmoother(alpha=0.3, max_missed=1)
+    _, first = s([_face(0, rng.uniform(0, 100, (68, 2)))])
+    s([])
+    s([])  # two misses > max_missed: the track is gone
+    _, again = s([_face(0, rng.uniform(0, 100, (68, 2)))])
+    assert again != first
+    with pytest.raises(ValueError, match="max_missed"):
+        LandmarkSmoother(max_missed=-1)
 
 
 # ---------------------------------------------------------------- on video files

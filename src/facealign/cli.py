@@ -370,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
                    help="video only: One Euro filter per face track (Casiez et al. 2012). ALPHA in (0, 1] is the "
                         "weight of the new frame while the face is still (1 = off, 0.3 = strong); fast motion raises "
-                        "it so moving faces do not lag. A track restarts when its box jumps (IoU < 0.3) or the "
-                        "number of faces changes")
+                        "it so moving faces do not lag. A face overlapping no track (IoU < 0.3) starts a new one; a "
+                        "track survives 3 frames without its face")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
     p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), a .safetensors file, a checkpoint (.pt) or, with "

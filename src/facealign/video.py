@@ -11,9 +11,10 @@ per frame:
   (low-passed) displacement of each landmark per frame divided by the face box's size, so the
   behaviour does not depend on the image resolution. `beta = 0` is a plain EMA with weight `alpha`.
 
-Each face is a track, matched to the previous frame's faces by box IoU. A track starts afresh (no
-smoothing across the cut) when its box jumps (IoU < 0.3 with every previous box) and all tracks
-restart when the number of faces changes, so smoothing never blends two different faces.
+Each face is a track, matched to the live tracks' last boxes by IoU (>= 0.3). A face that matches no track
+starts a new one (no smoothing across the cut), so smoothing never blends two different faces. A track
+that finds no face survives `MAX_MISSED` (3) frames: a one- or two-frame detector miss, or a stray
+detection elsewhere, changes neither its id nor its smoothing.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import math
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,7 +34,8 @@ from facealign.data.boxes import iou
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 DEFAULT_BETA = 10.0   # cut-off gain per (face size / frame) of speed
 D_CUTOFF = 0.05       # cycles per frame, cut-off of the speed estimate
-RESET_IOU = 0.3       # a box overlapping its previous box less than this starts a new track
+RESET_IOU = 0.3       # a box overlapping its track's last box less than this starts a new track
+MAX_MISSED = 3        # frames a track survives without a matching face
 DEFAULT_FPS = 25.0    # used when a file does not state a usable frame rate
 
 
@@ -100,34 +103,56 @@ def _match(prev: Sequence[np.ndarray], cur: Sequence[np.ndarray], min_iou: float
     return out
 
 
+@dataclass
+class Track:
+    """One followed face: its id, last box, smoothing filter and frames since it was last seen."""
+
+    id: int
+    box: np.ndarray
+    filter: OneEuroFilter
+    missed: int = 0
+
+
 class LandmarkSmoother:
     """Tracks faces across frames and smooths each track's landmarks (alpha = 1: tracking only).
 
-    Call once per frame with that frame's faces; returns (faces with smoothed landmarks, track ids).
+    Call once per frame with that frame's faces; returns (faces with smoothed landmarks, track ids). Faces
+    are matched to the live tracks by box IoU (>= `reset_iou`, greedy, best first), whatever the number of
+    faces. A track that finds no face is kept for `max_missed` frames, so a face the detector misses for a
+    frame or two, or a stray detection elsewhere, changes neither its id nor its smoothing; an unmatched
+    face starts a new track with a new id (ids are never reused).
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = DEFAULT_BETA, reset_iou: float = RESET_IOU):
+    def __init__(self, alpha: float = 1.0, beta: float = DEFAULT_BETA, reset_iou: float = RESET_IOU,
+                 max_missed: int = MAX_MISSED):
         check_smoothing(alpha, beta)
-        self.alpha, self.beta, self.reset_iou = alpha, beta, reset_iou
+        if int(max_missed) != max_missed or max_missed < 0:
+            raise ValueError(f"max_missed must be a whole number >= 0, got {max_missed}")
+        self.alpha, self.beta, self.reset_iou, self.max_missed = alpha, beta, reset_iou, int(max_missed)
         self.next_id = 0
-        self.tracks: list[tuple[int, np.ndarray, OneEuroFilter]] = []
+        self.tracks: list[Track] = []
 
     def __call__(self, faces: Sequence) -> tuple[list, list[int]]:
         from facealign.inference.aligner import Face
-        prev = self.tracks if len(faces) == len(self.tracks) else []  # face count changed: restart all
-        matched = _match([t[1] for t in prev], [f.box for f in faces], self.reset_iou)
-        out, tracks = [], []
+        matched = _match([t.box for t in self.tracks], [f.box for f in faces], self.reset_iou)
+        out, ids, seen = [], [], set()
         for j, face in enumerate(faces):
             if j in matched:
-                tid, _, filt = prev[matched[j]]
+                track = self.tracks[matched[j]]
+                track.box, track.missed = face.box, 0
             else:
-                tid, filt = self.next_id, OneEuroFilter(self.alpha, self.beta)
+                track = Track(self.next_id, face.box, OneEuroFilter(self.alpha, self.beta))
                 self.next_id += 1
+                self.tracks.append(track)
+            seen.add(track.id)
             side = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
-            out.append(Face(face.box, face.score, filt(face.landmarks, side)))
-            tracks.append((tid, face.box, filt))
-        self.tracks = tracks
-        return out, [t[0] for t in tracks]
+            out.append(Face(face.box, face.score, track.filter(face.landmarks, side)))
+            ids.append(track.id)
+        for t in self.tracks:
+            if t.id not in seen:
+                t.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        return out, ids
 
 
 # ---------------------------------------------------------------- reading and writing video
