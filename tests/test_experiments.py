@@ -65,6 +65,15 @@ def test_run_grid_writes_the_report_and_resumes(tiny_grid):
     run_grid(str(data), out, preset=None, only="efficientnet_b0-heatmap-mse", protocol="gt", with_dlib=False,
              progress=False, report_dir=report, **kw)
     assert (final.stat().st_mtime_ns, evaluated.stat().st_mtime_ns) == stamps
+    # --no-train: unfinished experiments are listed, not trained
+    rows = run_grid(str(data), out, preset=None, only="efficientnet_b0-heatmap-*", protocol="gt", with_dlib=False,
+                    progress=False, report_dir=report, train_missing=False, **kw)
+    # every finished run folder is reported (dlib's and the regression run's from the first call too)
+    assert sorted(r["experiment"] for r in rows) == ["dlib", "efficientnet_b0-heatmap-mse",
+                                                     "efficientnet_b0-regression-mse"]
+    assert not (out / "runs" / "efficientnet_b0-heatmap-bce").exists()
+    assert "Not finished (no final.json or no evaluation): efficientnet_b0-heatmap-bce, efficientnet_b0-heatmap-focal" \
+        in (report / "README.md").read_text()
 
 
 def test_report_only_rebuilds_every_file_byte_for_byte(tiny_grid, tmp_path):

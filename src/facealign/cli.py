@@ -122,7 +122,8 @@ def cmd_experiments(args) -> int:
     command = "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = run_grid(str(args.data), args.output, args.preset, tuple(args.grid), args.only, args.best,
                     tuple(args.split), args.box, tuple(args.miss), with_dlib=not args.no_dlib,
-                    report_only=args.report_only, report_dir=args.report, command=command, **_overrides(args))
+                    report_only=args.report_only, report_dir=args.report, command=command,
+                    train_missing=not args.no_train, **_overrides(args))
     print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
     return 0
 
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the report from OUT/runs alone: train and evaluate nothing")
+    p.add_argument("--no-train", action="store_true",
+                   help="evaluate the finished experiments and report them; train nothing (unfinished ones are listed)")
     p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"),
                    help="OUT: run folders go to OUT/runs (default results/experiments)")
     p.add_argument("--report", type=Path, default=None, help="report folder (default OUT), e.g. docs/results")

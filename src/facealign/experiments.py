@@ -114,14 +114,16 @@ def evaluate_into(run_dir: Path, predictor, data: str, splits, protocol: str, mi
 def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",), only: str | None = None,
              best: bool = False, test_splits=("common",), protocol: str = "detector", misses=MISSES,
              with_dlib: bool = True, progress: bool = True, report_only: bool = False,
-             report_dir: Path | None = None, command: str | None = None, **overrides) -> list[dict]:
+             report_dir: Path | None = None, command: str | None = None, train_missing: bool = True,
+             **overrides) -> list[dict]:
     """Train (or resume, or skip when finished) and evaluate each experiment, then write the report.
 
     Run folders go to OUT/runs; the report to `report_dir` (default OUT). report_only: train and evaluate
     nothing; rebuild the report from the run folders' files, with the splits, protocol and misses recorded
     in OUT/runs/grid.json. misses: detector-miss handlings evaluated
     (`facealign.data.boxes.MISS_POLICIES`); the first is the report's headline. command: the command line
-    recorded in OUT/runs/grid.json and quoted by the report.
+    recorded in OUT/runs/grid.json and quoted by the report. train_missing=False: evaluate the finished
+    experiments only (e.g. while the rest still trains elsewhere); unfinished ones are listed as missing.
     Returns the table rows.
     """
     out = Path(out)
@@ -138,6 +140,8 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
             cfg = make_config(preset, data=data, backbone=exp.backbone, head=exp.head, loss=exp.loss,
                               out=str(runs), **{**overrides, **({"init": exp.init} if exp.init else {})})
             if not (cfg.run_dir / "final.json").is_file():
+                if not train_missing:
+                    continue
                 train(cfg, resume=True, progress=progress)
             evaluate_into(cfg.run_dir, TorchPredictor(cfg.run_dir / "checkpoint_best.pt"), data, test_splits,
                           protocol, misses, cfg.size, cache, progress)
