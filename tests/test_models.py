@@ -212,3 +212,23 @@ def test_fpn4_head_predicts_stride_4_maps():
     peak = gaussian_heatmaps(torch.tensor([[[12.5 / 16, 3.5 / 16]]]), (16, 16), sigma=0.5)
     coords = model.head.outputs(torch.log(peak.clamp_min(1e-6)) * 20)["coords"]
     assert torch.allclose(coords, torch.tensor([[[12.5 / 16, 3.5 / 16]]]), atol=0.01)
+
+
+def test_fpn16_prunes_the_backbone_after_stride_16():
+    """The `fast` model's head: Lite0 without its stride-32 stages, 32-channel stride-4 heatmaps."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facealign.models import build_model
+    full = build_model("tf_efficientnet_lite0", "fpn")
+    fast = build_model("tf_efficientnet_lite0", "fpn16", init="imagenet")  # the ImageNet weights still load
+    assert len(fast.backbone.body.blocks) == 5 and len(full.backbone.body.blocks) == 7
+    assert fast.backbone.level_strides == [4, 8, 16]
+    assert not any(k.startswith("body.blocks.5") for k in fast.backbone.state_dict())
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        out = fast.eval()(torch.zeros(1, 3, 96, 96))
+    assert out["heatmaps"].shape == (1, 68, 24, 24) and out["coords"].shape == (1, 68, 2)
+    assert fc.get_total_flops() / 2 < 60e6  # multiply-adds per 96 px crop (measured 57.3 M)
+    assert sum(p.numel() for p in fast.parameters()) < 0.3 * sum(p.numel() for p in full.parameters())
+    with pytest.raises(ValueError, match="pruning unused stages is supported for timm EfficientNet-style"):
+        build_model("convnextv2_nano", "fpn16")

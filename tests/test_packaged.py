@@ -73,3 +73,27 @@ def test_both_packaged_models_load_with_their_cards():
     assert sizes == {"default": 224, "default160": 160}
     # the two files really differ (the new default is not a renamed copy)
     assert packaged_path("default").read_bytes() != packaged_path("default160").read_bytes()
+
+
+def test_card_latency_comes_from_one_bench_run(model_path, tmp_path):
+    import json
+    import shutil
+
+    from facealign.packaging import card_latency
+    stem = tmp_path / "m"
+    shutil.copy(model_path, stem.with_suffix(".safetensors"))
+    shutil.copy(model_path.with_suffix(".json"), stem.with_suffix(".json"))
+    weights_before = stem.with_suffix(".safetensors").read_bytes()
+    bench = {"command": "facealign bench --model m", "date": "2026-11-28", "machine": {"threads": 1, "cpu": "x"},
+             "rows": [{"method": "onnx", "model": str(stem.with_suffix(".safetensors")), "ms_batch1": 2.0},
+                      {"method": "onnx", "model": "other", "ms_batch1": 9.0},
+                      {"method": "dlib", "model": None, "ms_batch1": 1.6}]}
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    card = card_latency(stem, tmp_path / "b.json")
+    assert card["latency"]["ms_per_face"] == {"onnx": 2.0} and card["latency"]["ratio_to_dlib"] == {"onnx": 1.25}
+    assert json.loads(stem.with_suffix(".json").read_text())["latency"]["dlib_ms_per_face"] == 1.6
+    assert stem.with_suffix(".safetensors").read_bytes() == weights_before
+    bench["rows"] = bench["rows"][1:]
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    with pytest.raises(ValueError, match="has no rows for m and dlib"):
+        card_latency(stem, tmp_path / "b.json")

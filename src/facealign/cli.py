@@ -144,7 +144,14 @@ def cmd_package(args) -> int:
 def cmd_card(args) -> int:
     import shlex
 
-    from facealign.packaging import remeasure_packaged
+    from facealign.packaging import card_latency, remeasure_packaged
+    if args.latency_from is not None:
+        card = card_latency(args.model, args.latency_from)
+        print(f"latency in the card of {args.model}: {card['latency']['ms_per_face']} ms per face, dlib "
+              f"{card['latency']['dlib_ms_per_face']} ms (weights untouched)")
+        return 0
+    if args.data is None:
+        raise ValueError("--data is required (or --latency-from BENCH_JSON)")
     parts = ["facealign", "card", str(args.model), "--data", str(args.data), "--split", args.split]
     command = shlex.join(parts + (["--cache-dir", str(args.cache_dir)] if args.cache_dir else []))
     card = remeasure_packaged(args.model, args.data, args.split, args.cache_dir, command)
@@ -342,9 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
     p.add_argument("model", help="packaged name ('default', 'default160') or a .safetensors stem, e.g. src/facealign/weights/default")
-    p.add_argument("--data", type=Path, required=True, help="evaluate on this data root")
+    p.add_argument("--data", type=Path, default=None, help="evaluate on this data root")
     p.add_argument("--split", default="common")
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--latency-from", type=Path, default=None, metavar="BENCH_JSON",
+                   help="instead: copy this model's and dlib's per-face latency from a `facealign bench` .json")
     p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("demo", help="landmarks on a sample photo with the packaged default model (results/demo)")

@@ -94,3 +94,28 @@ def remeasure_packaged(stem: str | Path, data, split: str = "common", cache_dir=
     card["evaluation"]["command"] = command
     atomic_write_json(card_path, card)
     return card
+
+
+def card_latency(stem: str | Path, bench_json: str | Path) -> dict:
+    """Copy a `facealign bench` run's per-face latency of this model (every backend) and of dlib, measured in
+    that one run, into the model card as `latency`; only the JSON card is rewritten (weights untouched)."""
+    stem = packaged_path(str(stem)).with_suffix("") if str(stem) in PACKAGED_MODELS else Path(stem)
+    weights, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    _, card = load_model(weights)  # checks the weights against the card's SHA-256
+    bench = json.loads(Path(bench_json).read_text())
+    names = {str(stem), stem.name, str(weights)}
+    rows = [r for r in bench["rows"] if r["method"] != "dlib" and str(r.get("model")) in names]
+    dlib = next((r for r in bench["rows"] if r["method"] == "dlib"), None)
+    if not rows or dlib is None:
+        raise ValueError(f"{bench_json} has no rows for {stem.name} and dlib; run `facealign bench --model "
+                         f"{stem.name}` first")
+    card["latency"] = {
+        "what": "ms per face at batch 1, detection excluded (crop + network + inverse), median; "
+                f"{bench['machine']['threads']} thread(s); all rows from one run",
+        "command": bench["command"], "date": bench["date"], "cpu": bench["machine"]["cpu"],
+        "ms_per_face": {r["method"]: round(r["ms_batch1"], 3) for r in rows},
+        "dlib_ms_per_face": round(dlib["ms_batch1"], 3),
+        "ratio_to_dlib": {r["method"]: round(r["ms_batch1"] / dlib["ms_batch1"], 2) for r in rows},
+    }
+    atomic_write_json(card_path, card)
+    return card

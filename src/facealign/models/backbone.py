@@ -45,7 +45,7 @@ class Backbone(nn.Module):
         body: the timm model; its state_dict keys are plain timm keys.
     """
 
-    def __init__(self, name: str, feature_index: int | tuple[int, ...] = -1):
+    def __init__(self, name: str, feature_index: int | tuple[int, ...] = -1, prune: bool = False):
         super().__init__()
         if not timm.is_model(name):
             raise ValueError(
@@ -59,6 +59,8 @@ class Backbone(nn.Module):
             self.body = timm.create_model(name, features_only=True, pretrained=False, out_indices=indices)
         except IndexError as err:  # timm's message for a bad index is a bare IndexError
             raise ValueError(f"feature_index {feature_index} out of range for {name!r}") from err
+        if prune:
+            self._prune()
         info = self.body.feature_info
         self.name = name
         self.feature_index = feature_index
@@ -72,6 +74,14 @@ class Backbone(nn.Module):
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
         self.mean: tuple[float, ...] = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std: tuple[float, ...] = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def _prune(self) -> None:
+        """Drop the blocks after the deepest requested feature map: timm's features_only models still build
+        (and run) every stage. Supported for timm's EfficientNet family (`blocks` + `_stage_out_idx`)."""
+        out_idx = getattr(self.body, "_stage_out_idx", None)
+        if not isinstance(out_idx, dict) or not hasattr(self.body, "blocks"):
+            raise ValueError(f"pruning unused stages is supported for timm EfficientNet-style backbones, not {self.body!r:.40}")
+        self.body.blocks = self.body.blocks[: max(out_idx)]  # block i feeds out index i + 1
 
     def forward(self, images: Tensor) -> Tensor | list[Tensor]:
         """The chosen map, or a list of maps (shallow to deep) when several indices were asked for."""
@@ -193,7 +203,8 @@ PACKAGED_WEIGHTS: dict[str, dict[str, Callable[[nn.Module], nn.Module]]] = {
 
 
 def build_backbone(
-    name: str, feature_index: int = -1, init: str | os.PathLike | None = None, strict: bool = True
+    name: str, feature_index: int = -1, init: str | os.PathLike | None = None, strict: bool = True,
+    prune: bool = False,
 ) -> Backbone:
     """Build a `Backbone` for timm model `name`, keeping feature map `feature_index`.
 
@@ -204,8 +215,9 @@ def build_backbone(
         init: None (random init), a key of PACKAGED_WEIGHTS[name] (e.g. "imagenet"),
             or a path to a local .safetensors / torch weights file.
         strict: passed to load_state_dict for weights files.
+        prune: drop the stages after the deepest requested map (they would run for nothing).
     """
-    backbone = Backbone(name, feature_index)
+    backbone = Backbone(name, feature_index, prune)
     if init is None:
         return backbone
     packaged = PACKAGED_WEIGHTS.get(name, {})

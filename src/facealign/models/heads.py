@@ -155,6 +155,18 @@ class FPN4HeatmapHead(FPNHeatmapHead):
         return self.out(self.fine(x))
 
 
+class FPN16HeatmapHead(FPNHeatmapHead):
+    """The `fpn` fusion on the strides 4, 8 and 16 of a backbone PRUNED after stride 16, narrow (32 channels):
+    (B, K, H/4, W/4) logits (24x24 at 96 px). For the `fast` model: the stride-32 stages, most of an
+    EfficientNet's multiply-adds at these sizes, are not built at all."""
+
+    levels = (1, 2, 3)  # timm feature indices: strides 4, 8, 16 for the EfficientNet family
+    prune = True
+
+    def __init__(self, in_channels: list[int], num_landmarks: int = 68, width: int = 32, beta: float = 1.0):
+        super().__init__(in_channels, num_landmarks, width, beta)
+
+
 # Head name -> factory(in_channels, num_landmarks, **kwargs). A head with a `levels`
 # attribute gets those backbone levels and a list of their channel counts.
 HEADS: dict[str, Callable[..., nn.Module]] = {
@@ -162,6 +174,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "heatmap": HeatmapHead,
     "fpn": FPNHeatmapHead,
     "fpn4": FPN4HeatmapHead,
+    "fpn16": FPN16HeatmapHead,
 }
 
 
@@ -209,7 +222,8 @@ def build_model(
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(sorted(HEADS))}")
     factory = HEADS[head]
     levels = getattr(factory, "levels", None)
-    body: Backbone = build_backbone(backbone, feature_index=levels or feature_index, init=init)
+    body: Backbone = build_backbone(backbone, feature_index=levels or feature_index, init=init,
+                                    prune=getattr(factory, "prune", False))
     # Heads size themselves from timm's feature_info, via Backbone.channels.
     in_channels = body.level_channels if levels else body.channels
     return LandmarkModel(body, factory(in_channels, num_landmarks, **head_kwargs))
