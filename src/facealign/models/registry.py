@@ -7,7 +7,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-PACKAGED_MODELS = ("default", "default160")
+PACKAGED_MODELS = ("default", "default160", "fast")
 
 
 def packaged_path(name: str) -> Path:
