@@ -73,5 +73,5 @@ def test_packaged_default_int8_is_shipped_and_within_one_percent():
     assert report["ok"] and abs(report["nme_change"]) <= 0.01
     runner = load_runner("default", "onnx-int8")
     assert runner.input_size == 224 and runner.flip_tta  # the card travels in the int8 file's metadata
-    with pytest.raises(ValueError, match="has no int8 graph; models with one: default"):
+    with pytest.raises(ValueError, match="has no int8 graph; models with one: default, fast"):
         packaged_int8_path("default160")

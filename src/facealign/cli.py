@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
-    p.add_argument("model", help="packaged name ('default', 'default160') or a .safetensors stem, e.g. src/facealign/weights/default")
+    p.add_argument("model", help="packaged name ('default', 'default160', 'fast') or a .safetensors stem, e.g. src/facealign/weights/default")
     p.add_argument("--data", type=Path, default=None, help="evaluate on this data root")
     p.add_argument("--split", default="common")
     p.add_argument("--cache-dir", type=Path, default=None)
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "track survives 3 frames without its face")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
-    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), a .safetensors file, a checkpoint (.pt) or, with "
+    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), 'fast' (96 px, one crop, ~10x faster than default, NME 0.0431 vs 0.0341), a .safetensors file, a checkpoint (.pt) or, with "
                                                       "--backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default=None, help="torch, onnx (exported once, cached) or onnx-int8 (the shipped "
                    "int8 graph); default: onnx for an .onnx model file, torch otherwise")
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="static int8 ONNX graph of a model, calibrated on training faces, "
                        "with its NME change measured")
-    p.add_argument("model", help="'default', 'default160', a .safetensors file or an .onnx file from `facealign export`")
+    p.add_argument("model", help="'default', 'default160', 'fast', a .safetensors file or an .onnx file from `facealign export`")
     p.add_argument("-o", "--output", type=Path, required=True, help="the int8 .onnx file to write")
     p.add_argument("--data", type=Path, required=True, help="data root: calibration and evaluation faces")
     p.add_argument("--calibration", type=int, default=256, help="training faces to calibrate on (default 256)")
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("export", help="export a model to ONNX and check it against torch")
-    p.add_argument("model", help="'default', 'default160', a .safetensors file (card beside it) or a training checkpoint (.pt)")
+    p.add_argument("model", help="'default', 'default160', 'fast', a .safetensors file (card beside it) or a training checkpoint (.pt)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--input-size", type=int, default=None, help="default: the model card's input_size")
