@@ -187,7 +187,7 @@ def _bench_row(method, name, predictor, root):
     fair = acc["gt-box"]
     return {"method": method, "name": name, "accuracy": acc, "nme": fair["nme"], "auc": fair["auc"],
             "fr": fair["fr"], "n": fair["n"], "faces": 4, "detector_misses": 1, "ms_batch1": 2.0, "ms_batch32": 1.0,
-            "e2e_images_per_s": 4.0, "peak_rss_mb": 100.0}
+            "e2e_images_per_s": 4.0, "peak_rss_mb": 100.0, "startup_s": 1.0, "startup_rss_mb": 50.0}
 
 
 def test_bench_headline_ratio_uses_identical_boxes(fair_data):

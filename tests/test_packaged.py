@@ -52,16 +52,16 @@ def test_missing_card_and_unknown_name(tmp_path):
     card.unlink()
     with pytest.raises(FileNotFoundError, match="no model card"):
         load_model(weights)
-    with pytest.raises(FileNotFoundError, match="neither a file nor one of: default, default160"):
+    with pytest.raises(FileNotFoundError, match="neither a file nor one of: default, default160, fast"):
         load_model("nonexistent-model")
 
 
-def test_both_packaged_models_load_with_their_cards():
-    """`default` (224 px) and `default160` (the previous default, 160 px) ship in the package."""
+def test_packaged_models_load_with_their_cards():
+    """`default` (224 px), `default160` (the previous default, 160 px) and `fast` (96 px) ship in the package."""
     import hashlib
 
     from facealign.models.packaged import PACKAGED_MODELS, packaged_path
-    assert PACKAGED_MODELS == ("default", "default160")
+    assert PACKAGED_MODELS == ("default", "default160", "fast")
     sizes = {}
     for name in PACKAGED_MODELS:
         model, card = load_model(name)
@@ -70,7 +70,7 @@ def test_both_packaged_models_load_with_their_cards():
         assert digest == card["weights_sha256"]
         out = model(torch.zeros(1, 3, card["input_size"], card["input_size"]))
         assert out["coords"].shape == (1, 68, 2)
-    assert sizes == {"default": 224, "default160": 160}
+    assert sizes == {"default": 224, "default160": 160, "fast": 96}
     # the two files really differ (the new default is not a renamed copy)
     assert packaged_path("default").read_bytes() != packaged_path("default160").read_bytes()
 
