@@ -191,7 +191,9 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
             f"boxes; second column: the study's protocol (`{misses[-1]}`: a miss gets the whole image).",
             f"- Metrics (docs/metrics.md): NME = mean point error / inter-ocular (outer eye corners) distance; "
             f"AUC@{t:g} = area under the CED up to {t:g}, divided by {t:g}; FR@{t:g} = share of faces with NME > {t:g}.",
-            "", "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`.", "",
+            "", "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`. `train min` "
+            "is the wall time summed over epochs on the machine as it was, other jobs included, so it is an upper "
+            "bound; `CPU ms/face` is the median of 20 single-face calls (batch 1) at evaluation time.", "",
             _md_table(facts["rows"]), "",
             f"![CED, misses -> {misses[0]}](ced_all.png)", ""]
     out += [f"![CED, misses -> {m}](ced_all_{m}.png)" for m in misses[1:]] + [""]
