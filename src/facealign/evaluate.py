@@ -78,9 +78,10 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
     """
     get_miss_policy(miss)  # an unknown name fails before any work
     box_cache = BoxCache(data, cache_dir)
+    index = _index(data)
     results = {}
     for split in splits:
-        summary, errors, _, (records, fb) = _evaluate_split(predictor, data, split, protocol, miss, box_cache,
+        summary, errors, _, (records, fb) = _evaluate_split(predictor, index, split, protocol, miss, box_cache,
                                                              threshold, norm, progress)
         results[split] = summary
         if out_dir is not None:
@@ -97,17 +98,20 @@ def evaluate_split(predictor, data: str | Path, split: str, protocol: str = "det
     get_miss_policy(miss)
     own = cache is None  # a cache made here is saved here; a caller's cache is the caller's to save
     cache = BoxCache(data) if own else cache
-    summary, errors, keys, _ = _evaluate_split(predictor, data, split, protocol, miss, cache, threshold, norm,
-                                               progress)
+    summary, errors, keys, _ = _evaluate_split(predictor, _index(data), split, protocol, miss, cache, threshold,
+                                               norm, progress)
     if own:
         cache.save()
     return summary, errors, keys
 
 
-def _evaluate_split(predictor, data, split, protocol, miss, box_cache, threshold, norm, progress):
+def _index(data):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index = index_dataset(data)
+        warnings.simplefilter("ignore")  # missing 300W subset folders
+        return index_dataset(data)
+
+
+def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshold, norm, progress):
     records = index.split(split)
     fb = face_boxes(records, protocol, miss, cache=box_cache, detect=True)
     kept = np.flatnonzero(fb.kept)

@@ -45,15 +45,6 @@ def read_card(onnx_path: str | os.PathLike) -> dict:
     return json.loads(meta[CARD_KEY])
 
 
-def _check_file(onnx_path) -> Path:
-    path = Path(onnx_path)
-    if not path.exists():
-        raise FileNotFoundError(f"ONNX model {path} does not exist")
-    if not path.is_file():
-        raise OnnxExportError(f"ONNX model {path} is not a file")
-    return path
-
-
 # ---------------------------------------------------------------- checking an export
 def random_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
     """(n, 3, size, size) float32: uniform random uint8 images, ImageNet-normalised."""

@@ -6,6 +6,7 @@ Layering: this package sits on `facealign.data` and `facealign.models` and impor
 
 Attributes load on first use, so `import facealign.inference` stays light.
 """
+from facealign._lazy import lazy_attributes
 _LAZY = {
     "FaceAligner": "facealign.inference.aligner",
     "Face": "facealign.inference.aligner",
@@ -21,14 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facealign.inference' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("facealign.inference", _LAZY, globals())

@@ -5,6 +5,7 @@ see `facealign.models.heatmap` for the exact convention.
 
 Names load on first use, so `facealign.models.registry` (packaged model files) imports no torch or timm.
 """
+from facealign._lazy import lazy_attributes
 _LAZY = {
     **dict.fromkeys(("PACKAGED_WEIGHTS", "STUDY_BACKBONES", "Backbone", "build_backbone",
                      "load_efficientnet_lite0_imagenet", "load_weights"), "facealign.models.backbone"),
@@ -15,14 +16,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facealign.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("facealign.models", _LAZY, globals())
