@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/300W
 
-.PHONY: install demo test bench-loader device-prep clean
+.PHONY: install demo test browser bench-loader device-prep clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,8 +18,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/facealign demo --data $(DATA)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
+
+# Headless Chromium for tests/test_serve_browser.py, from Debian's packages where apt-get can run (as root, or
+# with sudo that needs no password); otherwise that test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null) || echo "make: could not install chromium; the browser test will skip"; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		(sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null) || echo "make: could not install chromium"; \
+	else echo "make: no chromium and no apt-get as root: the browser test will skip"; fi
 
 bench-loader: $(STAMP)
 	$(PY) benchmarks/loader_vs_model.py --data $(DATA)

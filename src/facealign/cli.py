@@ -418,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch|, normalised crop units")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("serve", help="HTTP landmark service and web page (needs the serve extras)")
+    from facealign.serve.command import add_arguments as _add_serve_arguments, run as _serve
+    _add_serve_arguments(p)
+    p.set_defaults(func=_serve)
+
     p = sub.add_parser("bench", help="every packaged model x backend vs dlib: accuracy, latency, start-up, memory")
     from facealign.bench import add_arguments as _add_bench_arguments
     _add_bench_arguments(p)

@@ -83,7 +83,8 @@ def image_json(source: str, rgb: np.ndarray, faces: Sequence[Face], aligner: Fac
     from facealign.version import __version__
     return {"schema_version": SCHEMA_VERSION, "facealign_version": __version__, "source": source,
             "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
-            "model": aligner.name, "backend": aligner.backend_name, "detector": aligner.detector_name,
+            "model": aligner.name, "model_version": str(aligner.card.get("weights_sha256", ""))[:12],
+            "backend": aligner.backend_name, "detector": aligner.detector_name,
             "landmark_scheme": LANDMARK_SCHEME, "box_format": BOX_FORMAT, "coordinates": COORDINATES,
             "faces": [f.to_dict() for f in faces]}
 

@@ -172,10 +172,13 @@ class FaceAligner:
         return (f"FaceAligner(model={self.name!r}, detector={self.detector_name!r}, backend={self.backend_name!r}, "
                 f"upsample={self.upsample}, min_score={self.min_score})")
 
-    def detect(self, image: ImageLike, bgr: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Face boxes (N, 4) float32 and scores (N,) float32, best score first, below min_score dropped."""
+    def detect(self, image: ImageLike, bgr: bool = False, min_score: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Face boxes (N, 4) float32 and scores (N,) float32, best score first; detections scoring below
+        `min_score` (None: the aligner's `min_score`) are dropped."""
         rgb = as_rgb(image, bgr)
-        dets = [(b, s) for b, s in self._detector(rgb, self.upsample) if s >= self.min_score]
+        threshold = self.min_score if min_score is None else float(min_score)
+        dets = [(b, s) for b, s in self._detector(rgb, self.upsample) if s >= threshold]
         dets.sort(key=lambda d: -d[1])
         if not dets:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)

@@ -1,0 +1,36 @@
+"""The service's settings: the only defaults (the CLI overrides them; docs/serve.md documents them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback: reachable from this machine only
+    port: int = 8000
+    model: str = "default"
+    backend: str = "onnx"  # no torch at run time once the graph is cached
+    device: str = "cpu"
+    workers: int = 1  # inference threads, each with its own model; CPU threads are split between them
+    queue: int = 32  # admitted requests beyond the running ones; past workers + queue: 503 + Retry-After
+    min_score: float = 0.2  # default detector threshold (a request may override it)
+    max_upload_mb: float = 20.0  # bodies over this are refused before being read whole
+    max_megapixels: float = 40.0  # decoded image size limit, checked from the header (a 12 Mpx photo fits)
+    max_boxes: int = 64  # boxes given with one request
+    timeout_s: float = 30.0  # time to receive a body, and time its inference may take once started
+    cors_origins: tuple[str, ...] = ()  # none: no CORS headers at all
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2 ** 20)
+
+    def check(self) -> "ServeConfig":
+        """Clear errors for impossible settings, before any model loads."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.workers < 1 or self.queue < 0:
+            raise ValueError(f"workers must be >= 1 and queue >= 0, got {self.workers} and {self.queue}")
+        for name in ("max_upload_mb", "max_megapixels", "timeout_s", "max_boxes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        return self
