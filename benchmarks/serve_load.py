@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=5000, help="stop a run after this many requests")
     ap.add_argument("--model", default="default")
     ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="server workers (default 0: the server's default)")
     ap.add_argument("--queue", type=int, default=32)
     ap.add_argument("--image", default=None, help="JPEG to send (default: skimage's astronaut, 512x512, one face)")
     ap.add_argument("--boxes", default=None, help="JSON boxes sent with each request (skips the detector)")
@@ -136,15 +136,16 @@ def main() -> int:
     proc = start_server(args, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        httpx.post(f"{url}/v1/landmarks", content=body, params=params, headers={"content-type": "image/jpeg"},
-                   timeout=120)  # warm-up, not counted
+        served_by = httpx.get(f"{url}/v1/models").json()["limits"]["workers"]
+        workers = args.workers or f"auto ({served_by})"
+        run_load(url, body, params, max(args.clients), 5.0, args.max_requests, proc.pid)  # warm-up, not counted
         rows = [run_load(url, body, params, n, args.duration, args.max_requests, proc.pid) for n in args.clients]
     finally:
         proc.terminate()
         proc.wait(20)
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
-    setup = (f"model {args.model}, backend {args.backend}, {args.workers} worker(s), queue {args.queue}; "
+    setup = (f"model {args.model}, backend {args.backend}, workers {workers}, queue {args.queue}; "
              f"{len(body)} byte JPEG{' with boxes ' + args.boxes if args.boxes else ' (detector runs)'}; "
              f"{os.cpu_count()} cores, {cpu}")
     print(f"serve load test: {setup}\n")

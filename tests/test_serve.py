@@ -71,7 +71,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def live(astronaut):
-    config = ServeConfig(model="fast", backend="onnx-int8", max_upload_mb=2.0, max_megapixels=4.0, max_boxes=4,
+    config = ServeConfig(model="fast", backend="onnx-int8", max_upload_mb=2.0, max_megapixels=4.0, max_boxes=4, workers=1,
                          queue=8)
     with LiveServer(create_app(build_pool(config), config)) as server:
         yield server

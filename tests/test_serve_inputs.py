@@ -75,7 +75,7 @@ def test_pool_admission_counts_slots():
 
 def test_config_checks_and_loopback():
     ServeConfig().check()
-    for bad in (dict(port=70000), dict(workers=0), dict(queue=-1), dict(max_upload_mb=0), dict(timeout_s=-1)):
+    for bad in (dict(port=70000), dict(workers=-1), dict(queue=-1), dict(max_upload_mb=0), dict(timeout_s=-1)):
         with pytest.raises(ValueError):
             ServeConfig(**bad).check()
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
@@ -86,4 +86,5 @@ def test_cli_bad_settings_are_one_line_errors(capsys):
     assert main(["serve", "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("facealign: error: port must be 0..65535") and err.count("\n") == 1
-    assert main(["serve", "--workers", "0"]) == 2
+    assert main(["serve", "--workers", "-1"]) == 2
+    assert ServeConfig(workers=3).worker_count == 3 and 1 <= ServeConfig().worker_count <= 4

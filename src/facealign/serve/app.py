@@ -119,8 +119,8 @@ def create_app(pool: AlignerPool, config: ServeConfig = ServeConfig()) -> FastAP
 
     card = pool.info.card
     model_name = Path(config.model).name  # a model file's name, never its path
-    limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_megapixels", "max_boxes", "timeout_s", "workers",
-                                              "queue")}
+    limits = {**{k: getattr(config, k) for k in ("max_upload_mb", "max_megapixels", "max_boxes", "timeout_s", "queue")},
+              "workers": pool.workers}
     model_info = {"name": model_name, "architecture": pool.info.name,
                   "version": str(card.get("weights_sha256", ""))[:12], "backend": pool.info.backend_name,
                   "detector": pool.info.detector_name, "input_size": card.get("input_size"),

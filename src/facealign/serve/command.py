@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=D.backend, help=f"onnx (default; no torch at run time once the graph is "
                    "cached), onnx-int8 (the shipped int8 graph) or torch")
     p.add_argument("--device", default=D.device, help="torch device (torch backend only)")
-    p.add_argument("--workers", type=int, default=D.workers, help=f"inference threads, each with its own model "
-                   f"(default {D.workers}; the CPU threads are split between them)")
+    p.add_argument("--workers", type=int, default=D.workers, help="inference threads, each with its own model "
+                   "(default 0: one per CPU core, at most 4; the CPU threads are split between them)")
     p.add_argument("--queue", type=int, default=D.queue, help="requests that may wait for a worker; past workers + "
                    f"queue the server answers 503 with Retry-After (default {D.queue})")
     p.add_argument("--min-score", type=float, default=D.min_score,
@@ -58,10 +58,11 @@ def build_pool(config: ServeConfig):
     """`config.workers` aligners of `config.model`; CPU threads split evenly between them."""
     from facealign.inference.aligner import FaceAligner
     from facealign.serve.pool import AlignerPool
-    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    workers = config.worker_count
+    threads = max(1, (os.cpu_count() or 1) // workers)
     return AlignerPool(lambda: FaceAligner(config.model, device=config.device, backend=config.backend,
                                            min_score=config.min_score, threads=threads),
-                       config.workers, config.queue)
+                       workers, config.queue)
 
 
 def run(args) -> int:
@@ -77,7 +78,7 @@ def run(args) -> int:
     if not is_loopback(config.host):
         print(f"facealign serve: warning: listening on {config.host}, reachable from other machines; the service "
               "has no authentication", file=sys.stderr)
-    print(f"facealign serve: model {config.model} ({pool.info.name}, {config.backend}, {config.workers} worker(s)); "
+    print(f"facealign serve: model {config.model} ({pool.info.name}, {config.backend}, {pool.workers} worker(s)); "
           f"page and API at http://{config.host}:{config.port}/", file=sys.stderr, flush=True)
     # limit_concurrency: uvicorn's own 503 far above the pool's bound, so /healthz still answers when it is full
     uvicorn.run(create_app(pool, config), host=config.host, port=config.port, log_level=args.log_level,
