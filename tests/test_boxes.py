@@ -84,11 +84,11 @@ def test_dlib_finds_real_faces(shared_300w):
 @pytest.mark.parametrize("budget, value", [("MAX_DETECT_PIXELS", 512 * 512), ("MAX_DETECT_SIDE", 512)])
 def test_huge_images_are_detected_at_a_safe_scale(monkeypatch, budget, value):
     """dlib corrupts its heap on huge upsampled images; those are shrunk first and boxes mapped back."""
-    import facealign.data.boxes as boxes_mod
+    import facealign.data.detectors as detectors_mod
     skimage_data = pytest.importorskip("skimage.data")
     img = skimage_data.astronaut()  # 512 x 512: 1 Mpx after one upsampling
     full = dlib_hog_detect(img, 1)
-    monkeypatch.setattr(boxes_mod, budget, value)  # forces a 2x shrink
+    monkeypatch.setattr(detectors_mod, budget, value)  # forces a 2x shrink
     shrunk = dlib_hog_detect(img, 1)
     best_full = max(full, key=lambda d: d[1])[0]  # the astronaut (full scale also has a 0.12-score false hit)
     best_shrunk = max(shrunk, key=lambda d: d[1])[0]

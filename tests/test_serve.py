@@ -301,3 +301,39 @@ def test_cors_only_when_configured():
         assert r.headers["access-control-allow-origin"] == "http://app.example"
         r = httpx.get(f"{live.url}/healthz", headers={"Origin": "http://other.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+# ---------------------------------------------------------------- the command
+def test_facealign_serve_command_starts_a_working_server(tmp_path):
+    import subprocess
+    import sys
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from facealign.cli import main; sys.exit(main())",
+                             "serve", "--port", str(port), "--model", "fast", "--backend", "onnx-int8", "--workers",
+                             "1", "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "facealign serve did not answer within 60 s"
+            time.sleep(0.2)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert models["loaded"]["name"] == "fast" and models["limits"]["workers"] == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert f"page and API at http://127.0.0.1:{port}/" in err
+
+
+def test_missing_extras_is_a_one_line_error(monkeypatch, capsys):
+    import sys
+    from facealign.cli import main
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'facealign[serve]'" in err and err.count("\n") == 1

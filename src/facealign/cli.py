@@ -106,7 +106,10 @@ def cmd_evaluate(args) -> int:
     from facealign.evaluate import evaluate, load_predictor
     get_miss_policy(args.miss)  # before loading a model
     predictor = load_predictor(args.model)
-    results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss)
+    from facealign.data.boxes import DetectorConfig, get_detector
+    get_detector(args.detector)
+    results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
+                       detector=DetectorConfig(args.detector, args.upsample))
     for s in results.values():
         print(format_summary_line(s))
     print(f"outputs in {args.output}")
@@ -312,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector", help="box protocol: detector (default), gt, seed")
     p.add_argument("--miss", default=FAIR_MISS, help=MISS_HELP)
+    p.add_argument("--detector", default="dlib", help="face detector of the detector protocol: dlib (HOG), dlib-cnn, "
+                   "mtcnn (docs/detection.md)")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (default 1)")
     p.add_argument("-o", "--output", type=Path, default=Path("results/eval"))
     p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_evaluate)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, face_boxes, get_miss_policy
+from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, face_boxes, get_miss_policy
 from facealign.data.layouts import index_dataset
 from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json
@@ -70,14 +70,15 @@ def ced_title(summary: dict) -> str:
 
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
              cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str = "inter_ocular",
-             progress: bool = True, miss: str = FAIR_MISS) -> dict[str, dict]:
+             progress: bool = True, miss: str = FAIR_MISS, detector: DetectorConfig = DetectorConfig()
+             ) -> dict[str, dict]:
     """Evaluate on each split; writes per-image CSV, CED PNG, summary JSON and errors (.npy) per split into out_dir.
 
     Summary keys, beyond `evaluate_landmarks`'s (n = faces in the metric, nme, auc, fr...): faces (in the
     split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol.
     """
     get_miss_policy(miss)  # an unknown name fails before any work
-    box_cache = BoxCache(data, cache_dir)
+    box_cache = BoxCache(data, cache_dir, detector)
     index = _index(data)
     results = {}
     for split in splits:
@@ -123,7 +124,8 @@ def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshol
     elapsed = time.time() - t0
     gt = np.stack([records[i].landmarks for i in kept])
     errors, summary = evaluate_landmarks(pred, gt, norm, threshold)
-    summary.update(split=split, box_protocol=protocol, miss=miss, miss_handling=MISS_LABELS[miss],
+    summary.update(split=split, box_protocol=protocol, detector=box_cache.detector.tag, miss=miss,
+                   miss_handling=MISS_LABELS[miss],
                    faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
                    model=predictor.name, seconds=elapsed)
     return summary, errors, [records[i].key for i in kept], (records, fb)

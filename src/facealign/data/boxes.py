@@ -6,21 +6,19 @@ centres, so the whole image of W x H pixels is (-0.5, -0.5, W - 0.5, H - 0.5).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+# the detectors moved to facealign.data.detectors; re-exported here for existing imports
+from facealign.data.detectors import (DETECTORS, MAX_DETECT_PIXELS, MAX_DETECT_SIDE, Detection,  # noqa: F401
+                                      dlib_hog_detect, face_recognition_models_dir, get_detector)
 from facealign.io import atomic_write_json
-
-Detection = tuple[np.ndarray, float]  # (box (4,), score)
 
 
 def whole_image_box(width: int, height: int) -> np.ndarray:
@@ -44,69 +42,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-# ---------------------------------------------------------------- detectors
-def _dlib_rect_to_box(rect) -> np.ndarray:
-    # dlib rectangles hold inclusive pixel indices; extend by half a pixel to pixel edges.
-    return np.array([rect.left() - 0.5, rect.top() - 0.5, rect.right() + 0.5, rect.bottom() + 0.5],
-                    dtype=np.float32)
-
-
-@lru_cache(maxsize=1)
-def _dlib_hog():
-    import dlib
-    return dlib.get_frontal_face_detector()
-
-
-# dlib's HOG detector can corrupt the heap (a later call aborts with "malloc(): invalid size") on
-# extreme images: found by benchmarks/fuzz_predict.py with upsampled images of 230 Mpx, and with
-# sequences of panoramas whose upsampled side exceeded 65,535 px. Images are shrunk before detection
-# so that the upsampled image stays within both budgets below.
-MAX_DETECT_PIXELS = 2**26  # 67 Mpx after upsampling: a 16.7 Mpx photo at upsample=1 is untouched
-MAX_DETECT_SIDE = 2**14  # 16,384 px after upsampling: an 8,192 px side at upsample=1 is untouched
-
-
-def dlib_hog_detect(image: np.ndarray, upsample: int = 1) -> list[Detection]:
-    """dlib's HOG frontal face detector on an RGB uint8 (H, W, 3) image; boxes in its pixels.
-
-    Images whose upsampled size would exceed MAX_DETECT_PIXELS or MAX_DETECT_SIDE are detected at a reduced
-    scale (faces must then be proportionally larger to be found) and the boxes mapped back.
-    """
-    h, w = image.shape[:2]
-    scale = min(1.0, math.sqrt(MAX_DETECT_PIXELS / (h * w * 4 ** upsample)),
-                MAX_DETECT_SIDE / (max(h, w) * 2 ** upsample))
-    if scale < 1.0:
-        import cv2
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    sx, sy = image.shape[1] / w, image.shape[0] / h
-    rects, scores, _ = _dlib_hog().run(np.ascontiguousarray(image), upsample, 0.0)
-    out = []
-    for r, score in zip(rects, scores):
-        box = _dlib_rect_to_box(r).astype(np.float64)
-        # pixel-centre coordinates: x_full = (x_small + 0.5) / s - 0.5 (identity when not shrunk)
-        box = (box + 0.5) / np.array([sx, sy, sx, sy]) - 0.5
-        out.append((box.astype(np.float32), float(score)))
-    return out
-
-
-DETECTORS: dict[str, Callable[..., list[Detection]]] = {"dlib": dlib_hog_detect}
-
-
-def get_detector(name: str) -> Callable[..., list[Detection]]:
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
-    return DETECTORS[name]
-
-
 def dlib_shape_model_path() -> Path:
-    """Path of dlib's 68-point model shipped by the `face-recognition-models` package.
-
-    Found with find_spec: importing that package needs pkg_resources, which
-    modern setuptools removed.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package face-recognition-models is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    """Path of dlib's 68-point model shipped by the `face-recognition-models` package."""
+    path = face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from face-recognition-models")
     return path
@@ -342,7 +280,8 @@ def face_boxes(records, protocol: str, miss: str = STUDY_MISS, cache: BoxCache |
         if protocol not in NO_DETECTOR:
             cached = cache.get(r.image) if cache is not None else None
             if cached is None and detect:
-                cached = get_detector(detector.name)(load_rgb(r.image), detector.upsample)
+                det = cache.detector if cache is not None else detector
+                cached = get_detector(det.name)(load_rgb(r.image), det.upsample)
                 if cache is not None:
                     cache.put(r.image, cached)
             if cached is None:

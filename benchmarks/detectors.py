@@ -1,0 +1,150 @@
+"""Face detectors on the 300W photos: recall, unmatched detections, min_score, box maps, NME per detector.
+
+    python benchmarks/detectors.py --data ../shared/data/300W --runs results/detection -o docs/detection.json
+    python benchmarks/detectors.py --data ../shared/data/300W --timing 40 -o docs/detection.json   # quiet machine
+
+Detector runs (raw boxes, scores, seconds per photo) are saved in --runs and resumed. Photos: afw +
+helen/trainset (the training split: min_score and the box maps are chosen there) and helen/testset (the
+`common` split: everything is reported there). `dlib-cnn` runs on the test photos and the first
+--cnn-train training photos only (it takes seconds per photo here). Matching rules: facealign.detection_eval.
+
+Writes the JSON summary (-o) and, unless --no-maps, the fitted box maps into
+src/facealign/data/box_maps.json. `--timing N` instead times every detector on the first N test photos,
+alternating detectors photo by photo in this one process (1 thread each), and merges that into -o.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from facealign.data.boxes import BoxCache, DetectorConfig
+from facealign.data.detectors import BOX_MAPS_FILE, BoxMap, box_maps, raw_detector
+from facealign.data.layouts import index_dataset
+from facealign.detection_eval import box_map_report, photos_of, run_detector, timing, tradeoff
+from facealign.imageio import load_rgb
+from facealign.io import atomic_write_json
+
+CONFIGS = [("dlib", 0), ("dlib", 1), ("mtcnn", 0), ("mtcnn", 1), ("dlib-cnn", 0)]
+THRESHOLDS = {"dlib": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0],
+              "mtcnn": [0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995],
+              "dlib-cnn": [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]}
+REFERENCE = ("dlib", 1)  # the boxes the landmark models were trained on
+
+
+def tag(name, up):
+    return f"{name}-up{up}"
+
+
+def choose_min_score(rows: list[dict]) -> dict:
+    """The threshold with the fewest errors, missed faces + unmatched detections counted alike (ties: lower)."""
+    return min(rows, key=lambda r: (r["missed"] + r["unmatched"], r["min_score"]))
+
+
+def nme_with(data: Path, photos, run: dict, name: str, up: int, min_score: float, bmap: BoxMap | None,
+             models=("default", "dlib")) -> dict:
+    """NME on the common split with this run's boxes (mapped, below min_score dropped; misses get the gt box)."""
+    from facealign.evaluate import evaluate_split, load_predictor
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = BoxCache(data, Path(tmp), DetectorConfig(name, up))
+        for p in photos:
+            e = run["photos"][p.key]
+            dets = [((bmap.apply(b) if bmap else np.asarray(b, np.float32)), s)
+                    for b, s in zip(e["boxes"], e["scores"]) if s >= min_score]
+            for image in p.images:
+                cache.put(image, dets)
+        for model in models:
+            s, _, _ = evaluate_split(load_predictor(model), data, "common", "detector", "gt-box", cache)
+            out[model] = {"nme": s["nme"], "auc": s["auc"], "fr": s["fr"], "detector_misses": s["detector_misses"],
+                          "faces": s["faces"]}
+    return out
+
+
+def run_all(args, train, test) -> dict:
+    runs = {}
+    for name, up in CONFIGS:
+        photos = train + test if name != "dlib-cnn" else test + train[: args.cnn_train]
+        runs[tag(name, up)] = run_detector(photos, name, up, args.runs / f"{tag(name, up)}.json")
+    summary = {"photos": {"train": len(train), "train_faces": int(sum(len(p.faces) for p in train)),
+                          "test": len(test), "test_faces": int(sum(len(p.faces) for p in test)),
+                          "cnn_train_photos": min(args.cnn_train, len(train))},
+               "detectors": {}}
+    maps = {}
+    for name, up in CONFIGS:
+        run = runs[tag(name, up)]
+        tr = [p for p in train if p.key in run["photos"]]
+        rows = tradeoff(tr, run, THRESHOLDS[name])
+        best = choose_min_score(rows)
+        test_rows = tradeoff(test, run, [THRESHOLDS[name][0], best["min_score"]])
+        entry = {"train_tradeoff": rows, "min_score": best["min_score"], "test_lowest": test_rows[0],
+                 "test_chosen": test_rows[1], "time_in_run": timing(test, run)}
+        if (name, up) != REFERENCE and name != "dlib":
+            entry["box_map"] = box_map_report(tr, test, run, runs[tag(*REFERENCE)])
+            if up == 1 or name == "dlib-cnn":  # the map shipped for a detector: its default upsampling
+                maps[name] = {**entry["box_map"]["map"], "fitted_on": f"{tag(name, up)} vs {tag(*REFERENCE)}",
+                              "train_pairs": entry["box_map"]["train_pairs"]}
+        summary["detectors"][tag(name, up)] = entry
+    if not args.no_maps:
+        atomic_write_json(BOX_MAPS_FILE, {"command": "python benchmarks/detectors.py --data ../shared/data/300W "
+                                          "--runs results/detection -o docs/detection.json", "maps": maps})
+        box_maps.cache_clear()
+    for name, up in CONFIGS:
+        entry = summary["detectors"][tag(name, up)]
+        bmap = BoxMap(**{k: maps[name][k] for k in ("dx", "dy", "sx", "sy")}) if name in maps else None
+        entry["nme"] = nme_with(args.data, test, runs[tag(name, up)], name, up, entry["min_score"], bmap)
+        if bmap is not None:
+            entry["nme_unmapped"] = nme_with(args.data, test, runs[tag(name, up)], name, up, entry["min_score"], None,
+                                             models=("default",))
+    return summary
+
+
+def run_timing(test, n: int) -> dict:
+    """ms per photo and per megapixel of every configuration on the same n photos, alternating."""
+    photos = test[:n]
+    seconds = {tag(*c): [] for c in CONFIGS}
+    mpx = []
+    for p in photos:
+        rgb = load_rgb(p.image)
+        mpx.append(rgb.shape[0] * rgb.shape[1] / 1e6)
+        for name, up in CONFIGS:
+            t0 = time.perf_counter()
+            raw_detector(name)(rgb, up)
+            seconds[tag(name, up)].append(time.perf_counter() - t0)
+    return {"photos": len(photos), "median_mpx": float(np.median(mpx)),
+            **{k: {"median_ms": float(np.median(v) * 1e3), "ms_per_mpx": float(np.sum(v) / np.sum(mpx) * 1e3)}
+               for k, v in seconds.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--runs", type=Path, default=Path("results/detection"))
+    ap.add_argument("-o", "--output", type=Path, default=Path("docs/detection.json"))
+    ap.add_argument("--cnn-train", type=int, default=150)
+    ap.add_argument("--timing", type=int, default=0, help="only time the detectors on this many test photos")
+    ap.add_argument("--no-maps", action="store_true")
+    args = ap.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = index_dataset(args.data)
+    train, test = photos_of(index.records("train")), photos_of(index.records("common"))
+    old = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    if args.timing:
+        result = {**old, "timing": run_timing(test, args.timing)}
+    else:
+        args.runs.mkdir(parents=True, exist_ok=True)
+        result = {**run_all(args, train, test), **({"timing": old["timing"]} if "timing" in old else {})}
+    atomic_write_json(args.output, result)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
