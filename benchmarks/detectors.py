@@ -122,6 +122,39 @@ def run_timing(test, n: int) -> dict:
                for k, v in seconds.items()}}
 
 
+def render(result: dict) -> str:
+    """Markdown tables of a summary written by this script (`--tables`)."""
+    det, ph = result["detectors"], result["photos"]
+    t = result.get("timing", {})
+    lines = [f"Test photos: helen/testset, {ph['test']} photos, {ph['test_faces']} annotated faces. Training photos "
+             f"(min_score, maps): afw + helen/trainset, {ph['train']} photos, {ph['train_faces']} faces "
+             f"(dlib-cnn: the first {ph['cnn_train_photos']}).", "",
+             "| detector | min_score (chosen on train) | test recall | missed | unmatched / photo | recall, all scores | "
+             "unmatched / photo, all | ms / photo | ms / Mpx | NME default (gt-box misses) | NME dlib predictor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, e in det.items():
+        c, lo, tm = e["test_chosen"], e["test_lowest"], t.get(k, {})
+        ms = f"{tm['median_ms']:.0f} | {tm['ms_per_mpx']:.0f}" if tm else "– | –"
+        lines.append(f"| {k} | {e['min_score']:g} | {c['recall']:.3f} | {c['missed']} | {c['unmatched_per_photo']:.3f} | "
+                     f"{lo['recall']:.3f} | {lo['unmatched_per_photo']:.3f} | {ms} | {e['nme']['default']['nme']:.4f} "
+                     f"({e['nme']['default']['detector_misses']} misses) | {e['nme']['dlib']['nme']:.4f} |")
+    lines += ["", "min_score trade-off on the training photos (recall; unmatched detections per photo):", ""]
+    for k, e in det.items():
+        cells = ", ".join(f"{r['min_score']:g}: {r['recall']:.3f} / {r['unmatched_per_photo']:.3f}"
+                          for r in e["train_tradeoff"])
+        lines.append(f"- **{k}**: {cells}")
+    lines += ["", "| detector | map dx | dy | sx | sy | train pairs | test pairs | test IoU with HOG, raw | mapped | "
+              "NME default, unmapped boxes |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, e in det.items():
+        if "box_map" in e:
+            m, b = e["box_map"]["map"], e["box_map"]
+            un = e.get("nme_unmapped", {}).get("default", {}).get("nme")
+            lines.append(f"| {k} | {m['dx']:+.3f} | {m['dy']:+.3f} | {m['sx']:.3f} | {m['sy']:.3f} | {b['train_pairs']} | "
+                         f"{b['test_pairs']} | {b['test_iou_raw']:.3f} | {b['test_iou_mapped']:.3f} | "
+                         f"{'–' if un is None else f'{un:.4f}'} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -130,7 +163,11 @@ def main() -> int:
     ap.add_argument("--cnn-train", type=int, default=150)
     ap.add_argument("--timing", type=int, default=0, help="only time the detectors on this many test photos")
     ap.add_argument("--no-maps", action="store_true")
+    ap.add_argument("--tables", action="store_true", help="print the markdown tables of -o and stop")
     args = ap.parse_args()
+    if args.tables:
+        print(render(json.loads(args.output.read_text())))
+        return 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = index_dataset(args.data)
