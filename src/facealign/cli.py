@@ -398,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "int8 graph); default: onnx for an .onnx model file, torch otherwise")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
-    p.add_argument("--detector", default="dlib", help="face detector (dlib: dlib's HOG frontal detector)")
+    p.add_argument("--detector", default="dlib", help="face detector: dlib (HOG, default), dlib-cnn, mtcnn "
+                   "(docs/detection.md)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
-    p.add_argument("--min-score", type=float, default=0.2, help="drop detections scoring below this (default 0.2)")
+    p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this (default: the "
+                   "detector's measured threshold, docs/detection.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -179,6 +179,16 @@ DETECTORS: dict[str, Callable[..., list[Detection]]] = {
     "dlib": dlib_hog_detect, **{n: _mapped(n) for n in RAW_DETECTORS if n != "dlib"}}
 
 
+# Detections scoring below these are dropped by default (`FaceAligner(min_score=None)`), chosen on afw +
+# helen/trainset as the threshold with the fewest missed faces + unmatched detections (docs/detection.md).
+DEFAULT_MIN_SCORES: dict[str, float] = {"dlib": 0.2, "dlib-cnn": 0.0, "mtcnn": 0.7}
+
+
+def default_min_score(name: str) -> float:
+    """The measured default threshold of detector `name` (0.0 for a detector without one)."""
+    return DEFAULT_MIN_SCORES.get(name, 0.0)
+
+
 def _check(name: str) -> None:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")

@@ -12,12 +12,12 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from facealign.data.boxes import DETECTORS, get_detector
+from facealign.data.detectors import DETECTORS, default_min_score, get_detector
 from facealign.imageio import load_rgb
 from facealign.inference.backends import BACKENDS, load_runner
 
 CHUNK = 32  # face crops per network call
-DEFAULT_MIN_SCORE = 0.2  # dlib HOG score below which a detection is dropped (see docs/predict.md)
+DEFAULT_MIN_SCORE = default_min_score("dlib")  # the default detector's threshold (docs/detection.md)
 
 
 def _f32(v: float) -> float:
@@ -124,20 +124,21 @@ class FaceAligner:
         model: a packaged model name ("default"; "default160": the previous default, 160 px, about 1.8x
             faster, 4% higher NME; "fast": 96 px, one crop, 57 MMAC, NME 0.0431 against 0.0341), a
             .safetensors file (model card beside it), a training checkpoint (.pt), or an .onnx file.
-        detector: a name from `facealign.data.boxes.DETECTORS` ("dlib") or a callable
-            `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
+        detector: a name from `facealign.data.detectors.DETECTORS` ("dlib": HOG, "dlib-cnn": dlib's MMOD CNN,
+            "mtcnn"; see docs/detection.md) or a callable `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
         device: torch device for the torch backend ("cpu", "cuda", ...).
         backend: "torch", "onnx" or "onnx-int8" (a key of `BACKENDS`); None: "onnx" for an .onnx file, else
             "torch".
         upsample: detector upsampling steps (dlib: 1 finds faces down to about 40 px).
-        min_score: detections scoring below this are dropped (dlib's own threshold is 0; at 0 it finds
-            e.g. the mission patch on skimage's astronaut as a face).
+        min_score: detections scoring below this are dropped; None: the detector's measured default
+            (`facealign.data.detectors.DEFAULT_MIN_SCORES`; 0 for a callable). Scores are not comparable
+            between detectors (dlib: SVM margin; mtcnn: probability).
         flip_tta: override the model card's flip test-time augmentation.
         threads: CPU threads of the network (None: the backend's default, one per core).
     """
 
     def __init__(self, model: str | Path = "default", detector: str | Callable = "dlib", device: str = "cpu",
-                 backend: str | None = None, upsample: int = 1, min_score: float = DEFAULT_MIN_SCORE,
+                 backend: str | None = None, upsample: int = 1, min_score: float | None = None,
                  flip_tta: bool | None = None, threads: int | None = None):
         if backend is None:  # the file says what it is
             backend = "onnx" if str(model).lower().endswith(".onnx") else "torch"
@@ -156,7 +157,7 @@ class FaceAligner:
         if int(upsample) != upsample or upsample < 0:
             raise ValueError(f"upsample must be a whole number >= 0, got {upsample}")
         self.upsample = int(upsample)
-        self.min_score = float(min_score)
+        self.min_score = float(default_min_score(self.detector_name) if min_score is None else min_score)
         self.backend_name = backend
         self.runner = load_runner(model, backend, device, flip_tta, threads)
 

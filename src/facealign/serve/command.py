@@ -25,8 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default 0: one per CPU core, at most 4; the CPU threads are split between them)")
     p.add_argument("--queue", type=int, default=D.queue, help="requests that may wait for a worker; past workers + "
                    f"queue the server answers 503 with Retry-After (default {D.queue})")
+    p.add_argument("--detector", default=D.detector, help=f"face detector: dlib (HOG), dlib-cnn, mtcnn "
+                   f"(default {D.detector}; docs/detection.md)")
+    p.add_argument("--upsample", type=int, default=D.upsample, help=f"detector upsampling steps (default {D.upsample})")
     p.add_argument("--min-score", type=float, default=D.min_score,
-                   help=f"default detector threshold (default {D.min_score}; a request may override it)")
+                   help="default detector threshold (default: the detector's measured one; a request may override it)")
     p.add_argument("--max-upload-mb", type=float, default=D.max_upload_mb,
                    help=f"largest request body, MiB (default {D.max_upload_mb:g})")
     p.add_argument("--max-megapixels", type=float, default=D.max_megapixels,
@@ -40,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> ServeConfig:
     return ServeConfig(host=args.host, port=args.port, model=args.model, backend=args.backend, device=args.device,
-                       workers=args.workers, queue=args.queue, min_score=args.min_score,
+                       workers=args.workers, queue=args.queue, detector=args.detector, upsample=args.upsample,
+                       min_score=args.min_score,
                        max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, timeout_s=args.timeout,
                        cors_origins=tuple(args.cors_origin)).check()
 
@@ -60,7 +64,8 @@ def build_pool(config: ServeConfig):
     from facealign.serve.pool import AlignerPool
     workers = config.worker_count
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return AlignerPool(lambda: FaceAligner(config.model, device=config.device, backend=config.backend,
+    return AlignerPool(lambda: FaceAligner(config.model, detector=config.detector, device=config.device,
+                                           backend=config.backend, upsample=config.upsample,
                                            min_score=config.min_score, threads=threads),
                        workers, config.queue)
 

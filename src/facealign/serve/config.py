@@ -16,7 +16,9 @@ class ServeConfig:
     # are split between them. Measured (docs/serve.md): on 2 cores, 2 workers serve 1.8x the requests of 1,
     # since dlib's detector is single-threaded.
     queue: int = 32  # admitted requests beyond the running ones; past workers + queue: 503 + Retry-After
-    min_score: float = 0.2  # default detector threshold (a request may override it)
+    detector: str = "dlib"  # a name from facealign.data.detectors.DETECTORS
+    upsample: int = 1
+    min_score: float | None = None  # None: the detector's measured default (a request may override it)
     max_upload_mb: float = 20.0  # bodies over this are refused before being read whole
     max_megapixels: float = 40.0  # decoded image size limit, checked from the header (a 12 Mpx photo fits)
     max_boxes: int = 64  # boxes given with one request
