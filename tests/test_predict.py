@@ -58,8 +58,8 @@ def test_import_is_light_and_exports_face_aligner():
 def test_unknown_backend_or_detector_lists_valid_names(model_path):
     with pytest.raises(ValueError, match="valid: torch, onnx"):
         FaceAligner(model_path, backend="tensorflow")
-    with pytest.raises(ValueError, match="valid: dlib"):
-        FaceAligner(model_path, detector="mtcnn")
+    with pytest.raises(ValueError, match="valid: dlib, dlib-cnn, mtcnn"):
+        FaceAligner(model_path, detector="retinaface")
 
 
 def test_astronaut_one_face_shapes_and_json(aligner, astro):

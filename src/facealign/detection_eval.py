@@ -1,7 +1,7 @@
 """Face-detector evaluation on annotated photos: recall, unmatched detections, time, box maps.
 
-A *photo* is every annotated face of one picture (300W stores one image file per face for afw, so faces
-are grouped by `FaceRecord.group`). A detection *matches* a face when its centre lies inside the face's
+A *photo* is every annotated face of one picture (afw stores an identical copy of the photo per face, so
+files are grouped by their bytes). A detection *matches* a face when its centre lies inside the face's
 tight landmark box and its size is 0.4-2.5x the landmark box's (sqrt of the area ratio): box conventions
 differ between detectors, so IoU with the landmark box would penalise some for their convention alone.
 Each face takes at most one detection, greedily by score. Detections that match no annotated face are
@@ -37,12 +37,18 @@ class Photo:
 
 
 def photos_of(records) -> list[Photo]:
-    """Group face records into photos (same subset and group), in first-seen order."""
-    groups: dict[str, list] = {}
+    """Group face records into photos: files with identical bytes are one photo (afw stores a copy of the
+    photo per face; helen's `<id>_1`, `<id>_2` are different crops, so the file name cannot decide)."""
+    import hashlib
+    groups: dict[tuple, list] = {}
+    digests: dict[Path, tuple] = {}
     for r in records:
-        groups.setdefault(f"{r.subset}/{r.group}", []).append(r)
-    return [Photo(k, rs[0].image, np.stack([landmark_box(r.landmarks) for r in rs]).astype(np.float32),
-                  tuple(dict.fromkeys(r.image for r in rs))) for k, rs in groups.items()]
+        if r.image not in digests:
+            digests[r.image] = (r.subset, hashlib.md5(Path(r.image).read_bytes()).hexdigest())
+        groups.setdefault(digests[r.image], []).append(r)
+    return [Photo(f"{rs[0].subset}/{Path(rs[0].image).name}", rs[0].image,
+                  np.stack([landmark_box(r.landmarks) for r in rs]).astype(np.float32),
+                  tuple(dict.fromkeys(r.image for r in rs))) for rs in groups.values()]
 
 
 def match(boxes: np.ndarray, scores: np.ndarray, faces: np.ndarray) -> np.ndarray:
