@@ -182,7 +182,7 @@ DETECTORS: dict[str, Callable[..., list[Detection]]] = {
 # Detections scoring below these are dropped by default (`FaceAligner(min_score=None)`), measured on afw +
 # helen/trainset (1,057 photos; `python benchmarks/detectors.py`, docs/detection.md): the threshold with the
 # fewest missed faces + unmatched detections, counted alike, unless the existing default is within 3% of that
-# minimum (dlib: 0.1 gives 242 errors, the existing 0.2 gives 248, so 0.2 stays). dlib-cnn was not run on the
+# minimum (dlib: 0.1 gives 242 errors, the existing 0.2 gives 247, so 0.2 stays). dlib-cnn was not run on the
 # training photos (seconds per photo): it keeps dlib's own threshold, 0.
 DEFAULT_MIN_SCORES: dict[str, float] = {"dlib": 0.2, "dlib-cnn": 0.0, "mtcnn": 0.99}
 
