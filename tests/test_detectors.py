@@ -66,3 +66,21 @@ def test_box_map_report_fits_on_train_and_improves_test_iou():
     assert r["train_pairs"] == 5 and r["test_pairs"] == 3
     assert r["map"] == pytest.approx({"dx": 0.0, "dy": 0.1, "sx": 0.8, "sy": 0.8}, abs=1e-5)
     assert r["test_iou_mapped"] == pytest.approx(1.0, abs=1e-5) and r["test_iou_raw"] < 0.7
+
+
+def test_cli_unknown_detector_is_a_one_line_error(tmp_path, capsys):
+    from facealign.cli import main
+    assert main(["evaluate", "--model", "dlib", "--data", str(tmp_path), "--detector", "hog"]) == 2
+    err = capsys.readouterr().err
+    assert err == "facealign: error: unknown detector 'hog'; valid: dlib, dlib-cnn, mtcnn\n"
+
+
+def test_mtcnn_through_the_registry_is_mapped(monkeypatch):
+    """The registry's mtcnn boxes are the raw ones passed through the shipped BoxMap."""
+    import facealign.data.detectors as det
+    raw_box = np.array([10, 20, 110, 140], np.float32)
+    monkeypatch.setitem(det.RAW_DETECTORS, "mtcnn", lambda image, upsample=1: [(raw_box, 0.99)])
+    mapped = det._mapped("mtcnn")(np.zeros((8, 8, 3), np.uint8), 1)
+    m = det.box_maps()["mtcnn"]
+    np.testing.assert_allclose(mapped[0][0], m.apply(raw_box))
+    assert mapped[0][1] == 0.99 and 0.7 < m.sy < 0.9 and not np.allclose(mapped[0][0], raw_box)

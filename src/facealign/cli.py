@@ -104,10 +104,10 @@ def format_summary_line(s: dict) -> str:
 def cmd_evaluate(args) -> int:
     from facealign.data.boxes import get_miss_policy
     from facealign.evaluate import evaluate, load_predictor
-    get_miss_policy(args.miss)  # before loading a model
-    predictor = load_predictor(args.model)
     from facealign.data.boxes import DetectorConfig, get_detector
+    get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
+    predictor = load_predictor(args.model)
     results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
                        detector=DetectorConfig(args.detector, args.upsample))
     for s in results.values():
