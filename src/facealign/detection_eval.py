@@ -149,9 +149,10 @@ def box_map_report(train: list[Photo], test: list[Photo], run: dict, reference: 
     """Fit the map raw -> reference on `train` photos; report mean IoU with the reference on `test`, raw
     and mapped."""
     from facealign.data.boxes import iou
-    m = fit_box_map(*matched_pairs(train, run, reference))
+    train_raw, train_ref = matched_pairs(train, run, reference)
+    m = fit_box_map(train_raw, train_ref)
     raw, ref = matched_pairs(test, run, reference)
     raw_iou = float(np.mean([iou(a, b) for a, b in zip(raw, ref)])) if len(raw) else float("nan")
     mapped_iou = float(np.mean([iou(m.apply(a), b) for a, b in zip(raw, ref)])) if len(raw) else float("nan")
-    return {"map": {"dx": m.dx, "dy": m.dy, "sx": m.sx, "sy": m.sy}, "train_pairs": int(len(matched_pairs(train, run, reference)[0])),
+    return {"map": {"dx": m.dx, "dy": m.dy, "sx": m.sx, "sy": m.sy}, "train_pairs": int(len(train_raw)),
             "test_pairs": int(len(raw)), "test_iou_raw": raw_iou, "test_iou_mapped": mapped_iou}

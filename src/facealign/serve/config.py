@@ -13,7 +13,7 @@ class ServeConfig:
     backend: str = "onnx"  # no torch at run time once the graph is cached
     device: str = "cpu"
     workers: int = 0  # inference threads, each with its own model (0: one per CPU core, at most 4); CPU threads
-    # are split between them. Measured (docs/serve.md): on 2 cores, 2 workers serve 1.8x the requests of 1,
+    # are split between them. Measured (docs/serve.md): on 2 cores, 2 workers served 1.6-1.7x the requests of 1,
     # since dlib's detector is single-threaded.
     queue: int = 32  # admitted requests beyond the running ones; past workers + queue: 503 + Retry-After
     detector: str = "dlib"  # a name from facealign.data.detectors.DETECTORS
