@@ -112,6 +112,39 @@ def test_init_model_starts_from_a_trained_network(data, tmp_path):
     assert tuned["history"][0]["epoch"] == 1
 
 
+def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
+    """A pruned fpn16 model takes the trained full backbone's weights; its head stays as built."""
+    import torch
+
+    from facealign.models.packaged import load_model
+    from facealign.train import build_model, load_backbone_weights, make_config
+    cfg = _cfg(data, tmp_path, epochs=1)
+    train(cfg, progress=False)
+    ckpt = str(cfg.run_dir / "checkpoint_best.pt")
+    trained, _ = load_model(ckpt)
+    torch.manual_seed(1)
+    target = build_model(cfg.backbone, "fpn16")  # Lite/B0 pruned after stride 16: a subset of the tensors
+    torch.manual_seed(1)
+    untouched = build_model(cfg.backbone, "fpn16")
+    load_backbone_weights(target, ckpt)
+    have = trained.backbone.state_dict()
+    want = target.backbone.state_dict()
+    assert len(want) < len(have)  # the pruned stages are not asked for
+    for k, v in want.items():
+        assert torch.equal(v, have[k]), k
+    for (k, a), b in zip(target.head.state_dict().items(), untouched.head.state_dict().values()):
+        assert torch.equal(a, b), k
+    # a different backbone cannot take them (Lite0 could: it has B0's conv and BN shapes, without the SE)
+    with pytest.raises(ValueError, match="backbone tensors"):
+        load_backbone_weights(build_model("mobilenetv3_small_050", "heatmap"), ckpt)
+    with pytest.raises(ValueError, match="exclude each other"):
+        make_config(init_model=ckpt, init_backbone=ckpt)
+    # the training run records the transfer and trains
+    run = train(_cfg(data, tmp_path / "tb", epochs=1, head="regression", loss="wing", init_backbone=ckpt),
+                progress=False)
+    assert run["history"][0]["epoch"] == 1
+
+
 def test_loaders_give_the_same_landmarks(data, tmp_path):
     """The `workers` (numpy per sample) and `tensor` (batched on the device) loaders serve the same
     faces in the same order with the same augmented landmarks; pixels agree to interpolation rounding."""

@@ -220,8 +220,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
-               "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "loader", "amp",
-               "threads")
+               "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
+               "loader", "amp", "threads")
 
 
 def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
@@ -238,6 +238,9 @@ def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name)
     p.add_argument("--init-model", dest="init_model",
                    help="fine-tune: start from this packaged model name, .safetensors or checkpoint (whole network)")
+    p.add_argument("--init-backbone", dest="init_backbone",
+                   help="transfer: start the backbone (not the head) from this packaged model name, .safetensors or "
+                        "checkpoint; every backbone tensor must exist there with the same shape")
     p.add_argument("--loader", help="tensor (default: batched augmentation on the training device) or workers "
                                     "(numpy per sample in DataLoader processes)")
     p.add_argument("--amp", help="auto (default: fp16 on CUDA, fp32 on the CPU), off, bf16 (CPUs with AMX/AVX512-BF16) "

@@ -57,6 +57,10 @@ class TrainConfig:
     # Fine-tuning: a packaged model name, .safetensors or checkpoint whose whole network (backbone and
     # head) starts the run; its backbone/head must match. Replaces `init`.
     init_model: str | None = None
+    # Transfer: a packaged model / .safetensors / checkpoint whose BACKBONE weights start this run's backbone
+    # (every tensor of this backbone must exist there with the same shape, e.g. a pruned Lite0 taking the
+    # face-trained weights of a full one); the head starts fresh. Replaces `init`.
+    init_backbone: str | None = None
     size: int = 224  # network input, pixels
     batch_size: int = 64
     epochs: int = 40
@@ -122,6 +126,8 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+    if values.get("init_model") and values.get("init_backbone"):
+        raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
     return TrainConfig(**values)
 
 
@@ -301,6 +307,22 @@ def load_full_model(model: torch.nn.Module, spec: str) -> None:
         raise ValueError(f"init_model {spec!r} ({card.get('name')}) does not match this run's backbone and head") from None
 
 
+def load_backbone_weights(model: torch.nn.Module, spec: str) -> None:
+    """Copy the backbone of packaged model / safetensors / checkpoint `spec` into `model.backbone`.
+
+    Every tensor of `model.backbone` must exist in the source backbone under the same name and shape (the
+    source may have more, e.g. the stages a pruned backbone drops); the head is left as built."""
+    from facealign.models.packaged import load_model
+    source, card = load_model(spec)
+    have = source.backbone.state_dict()
+    want = model.backbone.state_dict()
+    bad = [k for k, v in want.items() if k not in have or have[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"init_backbone {spec!r} ({card.get('name')}): {len(bad)} of {len(want)} backbone tensors "
+                         f"are missing there or shaped differently, first {bad[0]!r}")
+    model.backbone.load_state_dict({k: have[k] for k in want}, strict=True)
+
+
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
     now = config_dict(cfg)
     defaults = config_dict(TrainConfig())  # fields added after the checkpoint was written
@@ -346,10 +368,12 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
     total_steps = steps_per_epoch * cfg.epochs
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.backbone, cfg.head, init=None if cfg.init_model else cfg.init,
+    model = build_model(cfg.backbone, cfg.head, init=None if cfg.init_model or cfg.init_backbone else cfg.init,
                         feature_index=cfg.feature_index)
     if cfg.init_model:
         load_full_model(model, cfg.init_model)
+    if cfg.init_backbone:
+        load_backbone_weights(model, cfg.init_backbone)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
