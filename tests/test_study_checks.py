@@ -2,7 +2,8 @@
 import pytest
 
 from facealign.study_checks import (CHECKS, auc_threshold_for, best_is_b0_heatmap_mse, efficientnet_beats_convnext,
-                                    every_model_beats_dlib, heatmaps_beat_regression, render_readme, wing_beats_mse)
+                                    every_model_beats_dlib, heatmaps_beat_regression, render_readme, time_budget,
+                                    wing_beats_mse)
 from facealign.study_report import RunRecord, write_report
 
 MISSES = ("gt-box", "whole-image")
@@ -87,6 +88,19 @@ def test_readme_states_settings_convergence_and_missing(tmp_path):
     assert "Not finished (no final.json or no evaluation): tf_efficientnet_lite0-heatmap-mse." in text
     for title in CHECKS:
         assert f"### {title}: **" in text
+
+
+def test_time_budget_from_the_fastest_epoch_per_backbone():
+    def hist(*secs):
+        return [{"epoch": i + 1, "train_loss": 1.0, "val_nme": 0.1, "epoch_s": s} for i, s in enumerate(secs)]
+    recs = [record("efficientnet_b0-heatmap-mse", 0.1, history=hist(90.0, 30.0, 45.0)),
+            record("efficientnet_b0-heatmap-bce", 0.1, history=hist(40.0, 35.0)),
+            record("convnextv2_nano-heatmap-mse", 0.1, history=hist(60.0, 75.0))]
+    text = time_budget(recs, hours=1.0)
+    # fastest: b0 30 s, convnext 60 s; one grid epoch = 30 + 30 + 60 = 120 s; 3600 // 120 = 30
+    assert "convnextv2_nano 60 s, efficientnet_b0 30 s" in text
+    assert "at least 2.0 min" in text and "allows at most 30 epochs per run" in text and "used 12." in text
+    assert time_budget([record("efficientnet_b0-heatmap-mse", 0.1, history=[{"epoch": 1, "val_nme": 0.1}])]) == ""
 
 
 def test_write_report_without_finished_runs(tmp_path):

@@ -210,6 +210,9 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
             verdict += f" {len(trained) - len(judged)} runs have 3 epochs or fewer and are not judged."
         out += ["## Training curves", "", "![validation NME and training loss per epoch](curves.png)", "",
                 "Convergence: " + verdict, ""]
+        budget = time_budget(trained)
+        if budget:
+            out += [budget, ""]
     out += ["## The study's conclusions, checked", "",
             "The study tested on 300W and Menpo; here only helen/testset (300W's common subset, 230 faces) is "
             "available, so every verdict is for that set.", ""]
@@ -235,6 +238,30 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
         out += ["## Not in this report", "", "Not finished (no final.json or no evaluation): " +
                 ", ".join(facts["missing"]) + ".", ""]
     return "\n".join(out)
+
+
+def time_budget(trained, hours: float = 2.5) -> str:
+    """How many epochs per run a `hours` grid allows, from the fastest measured epoch of each backbone.
+
+    The fastest epoch (min of `epoch_s` over every epoch of every run with that backbone) is the one least
+    slowed by other jobs. Only runs with `epoch_s` in their history count."""
+    fastest: dict[str, float] = {}
+    for r in trained:
+        secs = [h["epoch_s"] for h in r.history if h.get("epoch_s")]
+        if secs:
+            b = r.config["config"]["backbone"]
+            fastest[b] = min(fastest.get(b, float("inf")), min(secs))
+    timed = [r for r in trained if r.config["config"]["backbone"] in fastest]
+    if not timed:
+        return ""
+    grid_epoch = sum(fastest[r.config["config"]["backbone"]] for r in timed)
+    epochs = {r.config["config"]["epochs"] for r in timed}
+    per = ", ".join(f"{b} {s:.0f} s" for b, s in sorted(fastest.items()))
+    return (f"Time budget: the fastest measured epoch per backbone is {per} (at size "
+            f"{timed[0].config['config']['size']}, batch {timed[0].config['config']['batch_size']}). One epoch of "
+            f"each of these {len(timed)} runs therefore takes at least {grid_epoch / 60:.1f} min, so a {hours:g} h "
+            f"grid allows at most {int(hours * 3600 // grid_epoch)} epochs per run; the runs here used "
+            f"{'/'.join(str(e) for e in sorted(epochs))}.")
 
 
 def _falling(r, k: int = 3, tol: float = 0.02) -> bool:

@@ -39,6 +39,7 @@ from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temp
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
+from facealign.models.transfer import load_backbone_weights, load_full_model
 
 
 @dataclass(frozen=True)
@@ -295,32 +296,6 @@ def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torc
     pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
     gt = np.stack([r.landmarks for r in val_records])
     return float(per_image_nme(pred, gt).mean())
-
-
-def load_full_model(model: torch.nn.Module, spec: str) -> None:
-    """Copy every weight of a packaged model / safetensors / checkpoint `spec` into `model` (strict)."""
-    from facealign.models.packaged import load_model
-    source, card = load_model(spec)
-    try:
-        model.load_state_dict(source.state_dict(), strict=True)
-    except RuntimeError:
-        raise ValueError(f"init_model {spec!r} ({card.get('name')}) does not match this run's backbone and head") from None
-
-
-def load_backbone_weights(model: torch.nn.Module, spec: str) -> None:
-    """Copy the backbone of packaged model / safetensors / checkpoint `spec` into `model.backbone`.
-
-    Every tensor of `model.backbone` must exist in the source backbone under the same name and shape (the
-    source may have more, e.g. the stages a pruned backbone drops); the head is left as built."""
-    from facealign.models.packaged import load_model
-    source, card = load_model(spec)
-    have = source.backbone.state_dict()
-    want = model.backbone.state_dict()
-    bad = [k for k, v in want.items() if k not in have or have[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"init_backbone {spec!r} ({card.get('name')}): {len(bad)} of {len(want)} backbone tensors "
-                         f"are missing there or shaped differently, first {bad[0]!r}")
-    model.backbone.load_state_dict({k: have[k] for k in want}, strict=True)
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:

@@ -1,0 +1,30 @@
+"""Starting a network from another trained one: the whole model (fine-tuning) or its backbone (transfer)."""
+from __future__ import annotations
+
+import torch
+
+from facealign.models.packaged import load_model
+
+
+def load_full_model(model: torch.nn.Module, spec: str) -> None:
+    """Copy every weight of a packaged model / safetensors / checkpoint `spec` into `model` (strict)."""
+    source, card = load_model(spec)
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError:
+        raise ValueError(f"init_model {spec!r} ({card.get('name')}) does not match this run's backbone and head") from None
+
+
+def load_backbone_weights(model: torch.nn.Module, spec: str) -> None:
+    """Copy the backbone of packaged model / safetensors / checkpoint `spec` into `model.backbone`.
+
+    Every tensor of `model.backbone` must exist in the source backbone under the same name and shape (the
+    source may have more, e.g. the stages a pruned backbone drops); the head is left as built."""
+    source, card = load_model(spec)
+    have = source.backbone.state_dict()
+    want = model.backbone.state_dict()
+    bad = [k for k, v in want.items() if k not in have or have[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"init_backbone {spec!r} ({card.get('name')}): {len(bad)} of {len(want)} backbone tensors "
+                         f"are missing there or shaped differently, first {bad[0]!r}")
+    model.backbone.load_state_dict({k: have[k] for k in want}, strict=True)
