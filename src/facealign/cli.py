@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (resumable)")
     p.add_argument("--data", type=str, required=True, help="data root, or a pack file from `facealign data pack`")
     p.add_argument("--preset", default=None,
-                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 16, 12 epochs) or default "
-                        "(the shipped model's recipe: tf_efficientnet_lite0 + fpn + integral_bce, 160 px, 90 epochs)")
+                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 16, 12 epochs), default "
+                        "(the shipped model's recipe: tf_efficientnet_lite0 + fpn + integral_bce, 160 px, 90 epochs) "
+                        "or fast (the `fast` model's: Lite0 pruned after stride 16 + fpn16, 96 px, 90 epochs)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
