@@ -33,3 +33,22 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "facealign.cli", "data", "show", str(tmp_path), "--split", "x",
                            "--layout", "generic"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_evaluate_no_flip_overrides_the_card(fixture_300w, tmp_path, capsys):
+    import pytest
+
+    from facealign.evaluate import load_predictor
+    assert load_predictor("default").flip_tta is True  # its card: flip TTA
+    assert load_predictor("default", flip_tta=False).flip_tta is False
+    assert load_predictor("fast").flip_tta is False
+    with pytest.raises(ValueError, match="no flip"):
+        load_predictor("dlib", flip_tta=False)
+    args = ["evaluate", "--model", "dlib", "--no-flip", "--data", str(fixture_300w), "-o", str(tmp_path / "e")]
+    assert main(args) == 2
+    assert "'dlib' has no flip test-time augmentation" in capsys.readouterr().err
+    # one crop per face: the run finishes and prints its summary
+    args = ["evaluate", "--model", "fast", "--no-flip", "--data", str(fixture_300w), "--box", "gt",
+            "-o", str(tmp_path / "e")]
+    assert main(args) == 0
+    assert "NME" in capsys.readouterr().out

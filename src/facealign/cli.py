@@ -107,7 +107,7 @@ def cmd_evaluate(args) -> int:
     from facealign.data.boxes import DetectorConfig, get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, flip_tta=False if args.no_flip else None)
     results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
                        detector=DetectorConfig(args.detector, args.upsample))
     for s in results.values():
@@ -313,8 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint, a packaged model or dlib on data splits")
-    p.add_argument("--model", required=True, help="'default' or 'default160' (packaged), a .safetensors file, a checkpoint (.pt), "
-                                                  "or 'dlib'")
+    p.add_argument("--model", required=True, help="a packaged model (default, default160, fast), a .safetensors file, "
+                                                  "a checkpoint (.pt), or 'dlib'")
+    p.add_argument("--no-flip", action="store_true", help="one crop per face: switch off the model card's flip "
+                                                          "test-time augmentation (measures what it buys)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=["common"])
     p.add_argument("--box", default="detector", help="box protocol: detector (default), gt, seed")

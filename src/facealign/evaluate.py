@@ -24,10 +24,12 @@ from facealign.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
 from facealign.report import plot_ced, write_per_image_csv
 
 
-def TorchPredictor(model: str | Path, device: str = "cpu"):
-    """A trained checkpoint or packaged model behind the evaluation interface (`predict(image, boxes)`)."""
+def TorchPredictor(model: str | Path, device: str = "cpu", flip_tta: bool | None = None):
+    """A trained checkpoint or packaged model behind the evaluation interface (`predict(image, boxes)`).
+
+    flip_tta: None = as the model card says; True/False overrides it."""
     from facealign.inference.backends import LandmarkRunner
-    return LandmarkRunner(model, device)
+    return LandmarkRunner(model, device, flip_tta=flip_tta)
 
 
 def _dlib_predictor(device: str = "cpu"):
@@ -39,10 +41,12 @@ def _dlib_predictor(device: str = "cpu"):
 PREDICTORS: dict[str, Callable] = {"dlib": _dlib_predictor}
 
 
-def load_predictor(model: str, device: str = "cpu"):
+def load_predictor(model: str, device: str = "cpu", flip_tta: bool | None = None):
     if model in PREDICTORS:
+        if flip_tta is not None:
+            raise ValueError(f"{model!r} has no flip test-time augmentation to switch")
         return PREDICTORS[model](device)
-    return TorchPredictor(model, device)
+    return TorchPredictor(model, device, flip_tta)
 
 
 def predict_records(predictor, records, boxes: np.ndarray, progress: bool = False) -> np.ndarray:
