@@ -142,9 +142,23 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
     with pytest.raises(ValueError, match="exclude each other"):
         make_config(init_model=ckpt, init_backbone=ckpt)
     # the training run records the transfer and trains
-    run = train(_cfg(data, tmp_path / "tb", epochs=1, head="regression", loss="wing", init_backbone=ckpt),
-                progress=False)
+    cfg = _cfg(data, tmp_path / "tb", epochs=1, head="regression", loss="wing", init_backbone=ckpt)
+    run = train(cfg, progress=False)
     assert run["history"][0]["epoch"] == 1
+    # config.json names the exact donor weights, since a packaged name can change meaning
+    import hashlib
+    meta = json.loads((cfg.run_dir / "config.json").read_text())
+    assert meta["init_source"] == {"field": "init_backbone", "spec": ckpt,
+                                   "sha256": hashlib.sha256(open(ckpt, "rb").read()).hexdigest()}
+    # packaging carries it into the card, with metrics measured on the shipped weights
+    from facealign.packaging import package_run
+    card = package_run(cfg.run_dir, tmp_path / "shipped", data=str(data), flip_tta=False, command="facealign train")
+    assert card["training"]["init_source"] == meta["init_source"]
+    assert card["flip_tta"] is False and card["training"]["command"] == "facealign train"
+    headline = card["metrics"][card["evaluation"]["headline"]]
+    assert headline["n"] == 4 and headline["nme"] > 0
+    shipped, shipped_card = load_model(tmp_path / "shipped.safetensors")
+    assert shipped_card["training"]["init_source"]["sha256"] == meta["init_source"]["sha256"]
 
 
 def test_loaders_give_the_same_landmarks(data, tmp_path):

@@ -65,3 +65,13 @@ def safe_stem(name: str, limit: int = 100) -> str:
     """A single, harmless file-name component: word characters, '.', '-' only; no leading dots."""
     s = re.sub(r"[^\w.\-]+", "_", name, flags=re.UNICODE).lstrip(".")[:limit].rstrip(".")
     return s or "input"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -298,6 +298,18 @@ def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torc
     return float(per_image_nme(pred, gt).mean())
 
 
+def init_source(cfg: TrainConfig) -> dict:
+    """{"init_source": {field, spec, sha256}} naming the exact weights an init_model/init_backbone run started
+    from (a packaged name such as `default` changes meaning when a new model ships); {} otherwise."""
+    from facealign.io import sha256_file
+    from facealign.models.registry import model_file
+    for field_name in ("init_model", "init_backbone"):
+        spec = getattr(cfg, field_name)
+        if spec:
+            return {"init_source": {"field": field_name, "spec": spec, "sha256": sha256_file(model_file(spec))}}
+    return {}
+
+
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
     now = config_dict(cfg)
     defaults = config_dict(TrainConfig())  # fields added after the checkpoint was written
@@ -375,7 +387,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a run killed mid-write; the real files are intact
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
-                                                    "world_size": world})
+                                                    "world_size": world, **init_source(cfg)})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     writer = _tensorboard(run_dir) if main_proc else None
