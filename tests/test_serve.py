@@ -22,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from facealign.inference.aligner import Face  # noqa: E402
+from facealign.models.registry import packaged_path  # noqa: E402
 from facealign.serve.app import create_app  # noqa: E402
 from facealign.serve.command import build_pool  # noqa: E402
 from facealign.serve.config import ServeConfig  # noqa: E402
@@ -97,7 +98,8 @@ def test_one_face_document_matches_the_predict_schema(live, astronaut):
     doc = r.json()
     jsonschema.validate(doc, json.loads(schema_path().read_text()))
     assert doc["image"] == {"width": 512, "height": 512} and doc["source"] == "upload"
-    assert doc["model_version"] == "fa8b09bdbcff" and doc["backend"] == "onnx-int8"
+    card = json.loads(packaged_path("fast").with_suffix(".json").read_text())
+    assert doc["model_version"] == card["weights_sha256"][:12] and doc["backend"] == "onnx-int8"
     (face,) = doc["faces"]
     pts, box = np.array(face["landmarks"]), np.array(face["box"])
     assert pts.shape == (68, 2) and face["score"] >= 0.2

@@ -39,7 +39,7 @@ from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temp
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
-from facealign.models.transfer import load_backbone_weights, load_full_model
+from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
 
 
 @dataclass(frozen=True)
@@ -296,18 +296,6 @@ def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torc
     pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
     gt = np.stack([r.landmarks for r in val_records])
     return float(per_image_nme(pred, gt).mean())
-
-
-def init_source(cfg: TrainConfig) -> dict:
-    """{"init_source": {field, spec, sha256}} naming the exact weights an init_model/init_backbone run started
-    from (a packaged name such as `default` changes meaning when a new model ships); {} otherwise."""
-    from facealign.io import sha256_file
-    from facealign.models.registry import model_file
-    for field_name in ("init_model", "init_backbone"):
-        spec = getattr(cfg, field_name)
-        if spec:
-            return {"init_source": {"field": field_name, "spec": spec, "sha256": sha256_file(model_file(spec))}}
-    return {}
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:

@@ -28,3 +28,16 @@ def load_backbone_weights(model: torch.nn.Module, spec: str) -> None:
         raise ValueError(f"init_backbone {spec!r} ({card.get('name')}): {len(bad)} of {len(want)} backbone tensors "
                          f"are missing there or shaped differently, first {bad[0]!r}")
     model.backbone.load_state_dict({k: have[k] for k in want}, strict=True)
+
+
+def init_source(cfg) -> dict:
+    """For a TrainConfig `cfg`: {"init_source": {field, spec, sha256}} naming the exact weights an
+    init_model / init_backbone run started from (a packaged name such as `default` changes meaning when a new
+    model ships); {} otherwise."""
+    from facealign.io import sha256_file
+    from facealign.models.registry import model_file
+    for field_name in ("init_model", "init_backbone"):
+        spec = getattr(cfg, field_name)
+        if spec:
+            return {"init_source": {"field": field_name, "spec": spec, "sha256": sha256_file(model_file(spec))}}
+    return {}
