@@ -43,24 +43,39 @@ def test_train_then_evaluate(data, tmp_path):
 
 
 def test_resume_after_sigkill_matches_uninterrupted(data, tmp_path):
-    args = ["--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "3", "--workers", "0",
-            "--train-box", "gt", "--val-box", "gt", "--head", "regression", "--loss", "wing",
-            "--cache-dir", str(tmp_path / "cache")]
+    # Small on purpose (2 steps per epoch, 3 epochs, one thread): exactness needs no more. One intra-op thread
+    # also keeps the float sums in one order in every process, and a 2-core CI machine from oversubscribing.
+    args = ["--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "3", "--max-steps", "2",
+            "--workers", "0", "--threads", "1", "--train-box", "gt", "--val-box", "gt", "--head", "regression",
+            "--loss", "wing"]
     cmd = [sys.executable, "-m", "facealign.cli", "train"]
-    full = subprocess.run(cmd + args + ["--out", str(tmp_path / "a")], capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr[-2000:]
-    killed = subprocess.run(cmd + args + ["--out", str(tmp_path / "b")], capture_output=True, text=True,
-                            env={**os.environ, "FACEALIGN_KILL_AT": "2:2"})
-    assert killed.returncode == -9  # SIGKILL in the middle of epoch 2
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The uninterrupted run and the one to be killed are independent: they run side by side (one core each),
+    # each with its own crop cache so neither reads the other's half-written one.
+    a_args = args + ["--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "cache_a")]
+    b_args = args + ["--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache_b")]
+    full = subprocess.Popen(cmd + a_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    killed = subprocess.Popen(cmd + b_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "FACEALIGN_KILL_AT": "2:1"})
+    try:
+        full_err, killed_err = full.communicate(timeout=300)[1], killed.communicate(timeout=300)[1]
+    finally:
+        for p in (full, killed):
+            p.kill()
+            p.wait()
+    assert full.returncode == 0, full_err[-2000:]
+    assert killed.returncode == -9, killed_err[-2000:]  # SIGKILL after the first of epoch 2's two steps
     run_b = tmp_path / "b" / "efficientnet_b0-regression-wing"
     assert not (run_b / "final.json").exists()
-    resumed = subprocess.run(cmd + args + ["--out", str(tmp_path / "b"), "--resume"], capture_output=True, text=True)
+    assert len((run_b / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 1 was saved, epoch 2 was not
+    resumed = subprocess.run(cmd + b_args + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "a" / "efficientnet_b0-regression-wing" / "final.json").read_text())
     b = json.loads((run_b / "final.json").read_text())
+    # bit-identical, not close: the resumed run replays epoch 2 from epoch 1's checkpoint with the same samples
     assert [h["val_nme"] for h in a["history"]] == [h["val_nme"] for h in b["history"]]
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert len((run_b / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len(a["history"]) == 3 and len((run_b / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_resume_with_different_config_is_refused(data, tmp_path):
@@ -77,8 +92,10 @@ def test_mismatched_head_and_loss_is_rejected(data, tmp_path):
 
 
 def test_ddp_gloo_two_processes(data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    # --standalone: a local rendezvous on a free port the OS picks, so parallel CI jobs never collide on one
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "facealign.cli", "train", "--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "2",
+           "--max-steps", "2",  # per epoch: two all-reduced steps show the ranks in step, more add only time
            "--workers", "0", "--train-box", "gt", "--val-box", "gt", "--out", str(tmp_path / "ddp"),
            "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
