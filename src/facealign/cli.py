@@ -71,9 +71,15 @@ def cmd_boxes(args) -> int:
 
 def _overrides(args) -> dict:
     """Explicit flags plus `--set key=value` pairs (values parsed as JSON when possible)."""
-    import json
     values = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    for item in args.set or []:
+    return {**values, **_set_pairs(args.set)}
+
+
+def _set_pairs(items: list[str] | None) -> dict:
+    """`--set key=value` pairs as a dict (values parsed as JSON when possible, else kept as strings)."""
+    import json
+    values = {}
+    for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -90,6 +96,19 @@ def cmd_train(args) -> int:
     summary = train(cfg, resume=args.resume)
     best = summary["best_val_nme"]
     print(f"{cfg.name}: best validation NME {'- (no validation)' if best is None else f'{best:.4f}'} -> {cfg.run_dir}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from facealign.baselines import get_trained_baseline
+    make_config, train = get_trained_baseline(args.method)
+    overrides = {k: getattr(args, k) for k in ("out", "cache_dir", "threads") if getattr(args, k) is not None}
+    cfg = make_config(data=args.data, **overrides, **_set_pairs(args.set))
+    summary = train(cfg)
+    val = summary.get("best_val_nme")
+    print(f"{cfg.name}: validation NME {'-' if val is None else f'{val:.4f}'}, trained in "
+          f"{summary['train_seconds']:.0f} s -> {cfg.run_dir} (evaluate: facealign evaluate --model {cfg.run_dir} "
+          f"--data {args.data})")
     return 0
 
 
@@ -122,6 +141,14 @@ def cmd_experiments(args) -> int:
     from facealign.experiments import run_grid
     if args.data is None and not args.report_only:
         raise ValueError("--data is required unless --report-only")
+    if args.add_run is not None:
+        from facealign.experiments import add_run
+        if args.data is None:
+            raise ValueError("--add-run needs --data (the run is evaluated on it)")
+        rows = add_run(args.add_run, args.output, str(args.data), args.report, args.cache_dir, tuple(args.split),
+                       args.box, tuple(args.miss))
+        print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
+        return 0
     command = "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = run_grid(str(args.data), args.output, args.preset, tuple(args.grid), args.only, args.best,
                     tuple(args.split), args.box, tuple(args.miss), with_dlib=not args.no_dlib,
@@ -312,9 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("baseline", help="train a baseline method on our training faces (dlib-ert: dlib's ERT shape "
+                                        "predictor, the equal-data comparison)")
+    p.add_argument("method", help="dlib-ert (dlib.train_shape_predictor with dlib's default options on the same "
+                                  "split, detector boxes and faces as `facealign train`, plus their mirror images)")
+    p.add_argument("--data", type=str, required=True, help="data root (e.g. ../shared/data/300W)")
+    p.add_argument("--out", help="parent folder of the run folder (default runs/; the run goes to OUT/dlib-ert)")
+    p.add_argument("--cache-dir", dest="cache_dir", help="box cache folder (as for `facealign boxes`)")
+    p.add_argument("--threads", type=int, help="training threads (default: every available core)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any option of the method's config, e.g. --set cascade_depth=12 --set mirror=false "
+                        "(an unknown name is an error listing the valid ones)")
+    p.set_defaults(func=cmd_baseline)
+
     p = sub.add_parser("evaluate", help="evaluate a checkpoint, a packaged model or dlib on data splits")
     p.add_argument("--model", required=True, help="a packaged model (default, default160, fast), a .safetensors file, "
-                                                  "a checkpoint (.pt), or 'dlib'")
+                                                  "a checkpoint (.pt), 'dlib' (dlib's shipped predictor), or a "
+                                                  "`facealign baseline dlib-ert` run folder (or any dlib .dat file)")
     p.add_argument("--no-flip", action="store_true", help="one crop per face: switch off the model card's flip "
                                                           "test-time augmentation (measures what it buys)")
     p.add_argument("--data", type=Path, required=True)
@@ -347,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"),
                    help="OUT: run folders go to OUT/runs (default results/experiments)")
     p.add_argument("--report", type=Path, default=None, help="report folder (default OUT), e.g. docs/results")
+    p.add_argument("--add-run", type=Path, default=None, metavar="RUN",
+                   help="instead: evaluate a finished run made elsewhere (e.g. `facealign baseline dlib-ert`) into "
+                        "OUT/runs with the grid's protocol and rebuild the report with its row")
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
 

@@ -42,10 +42,13 @@ PREDICTORS: dict[str, Callable] = {"dlib": _dlib_predictor}
 
 
 def load_predictor(model: str, device: str = "cpu", flip_tta: bool | None = None):
-    if model in PREDICTORS:
+    """A named predictor (`PREDICTORS`), a `dlib-ert` run folder or dlib .dat file, or a torch model spec."""
+    from facealign.baselines.dlib_ert import is_run, load_run
+    named = model in PREDICTORS
+    if named or is_run(model):
         if flip_tta is not None:
             raise ValueError(f"{model!r} has no flip test-time augmentation to switch")
-        return PREDICTORS[model](device)
+        return PREDICTORS[model](device) if named else load_run(model)
     return TorchPredictor(model, device, flip_tta)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from facealign.data.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
 from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
-from facealign.io import atomic_write_json
+from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.study_report import GRID_FILE, eval_path, write_report
 from facealign.train import make_config, train
 
@@ -109,6 +109,35 @@ def evaluate_into(run_dir: Path, predictor, data: str, splits, protocol: str, mi
                                   "cpu": cpu_model(), "available_cores": available_cpus(),
                                   "what": "median of 20 calls, one face (one crop; dlib: its predictor), "
                                           "detection excluded"})
+
+
+def add_run(run: Path, out: Path, data: str, report_dir: Path | None = None, cache_dir: str | None = None,
+            splits=("common",), protocol: str = "detector", misses=MISSES, progress: bool = True) -> list[dict]:
+    """Put a finished run made elsewhere (e.g. `facealign baseline dlib-ert`) into the report, then rebuild it.
+
+    Copies the run's config.json and final.json to OUT/runs/NAME (NAME: the run's `method`, else its folder
+    name), evaluates it there like every grid row (`evaluate_into`; with the splits, protocol and misses of
+    OUT/runs/grid.json when the grid wrote one, else the arguments) and rebuilds the report as `--report-only`.
+    Returns the table rows.
+    """
+    run, runs = Path(run), Path(out) / "runs"
+    if not (run / "final.json").is_file():
+        raise FileNotFoundError(f"{run} holds no finished run (final.json)")
+    config = json.loads((run / "config.json").read_text())
+    name = config.get("method") or run.name
+    if (runs / GRID_FILE).is_file():
+        ran = json.loads((runs / GRID_FILE).read_text())
+        splits, protocol, misses = ran["splits"], ran["protocol"], ran["misses"]
+    dest = runs / name
+    for f in ("config.json", "final.json"):
+        atomic_write_bytes(dest / f, (run / f).read_bytes())
+    predictor = load_predictor(str(run))
+    cache = BoxCache(data, cache_dir)
+    evaluate_into(dest, predictor, data, splits, protocol, misses, getattr(predictor, "input_size", None), cache,
+                  progress)
+    cache.save()
+    return run_grid(data, out, report_only=True, report_dir=report_dir, test_splits=tuple(splits), protocol=protocol,
+                    misses=tuple(misses))
 
 
 def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",), only: str | None = None,

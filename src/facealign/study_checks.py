@@ -194,8 +194,10 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
             "", "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`. `train min` "
             "is the wall time summed over epochs on the machine as it was, other jobs included, so it is an upper "
             "bound; `CPU ms/face` is the median of 20 single-face calls (batch 1) at evaluation time.", "",
-            _md_table(facts["rows"]), "",
-            f"![CED, misses -> {misses[0]}](ced_all.png)", ""]
+            _md_table(facts["rows"]), ""]
+    if facts.get("notes"):
+        out += ["Baselines (no network of the grid):", "", *(f"- {n}" for n in facts["notes"]), ""]
+    out += [f"![CED, misses -> {misses[0]}](ced_all.png)", ""]
     out += [f"![CED, misses -> {m}](ced_all_{m}.png)" for m in misses[1:]] + [""]
     out += ["Per experiment (one curve per miss handling): " +
             ", ".join(f"[{r.name}](ced_{r.name}.png)" for r in records) + ".", ""]

@@ -32,15 +32,28 @@ def eval_path(run_dir: Path, split: str, protocol: str, miss: str) -> Path:
     return Path(run_dir) / "eval" / f"{split.replace('/', '-')}_{protocol}_{miss}.json"
 
 
+# Rows that are no network of the grid, and what the report says about each.
+BASELINE_NOTES = {
+    "dlib": "`dlib`: the shape predictor dlib ships (`shape_predictor_68_face_landmarks.dat`), trained on the full "
+            "300-W training set: afw 337 + helen 2,000 + lfpw 811 = 3,148 faces , about 2.6x the 1,207 of afw + helen/trainset available here.",
+    "dlib-ert": "`dlib-ert`: dlib's method (`dlib.train_shape_predictor`, its default options) trained by us on the "
+                "same faces as our models (`facealign baseline dlib-ert`: the `train` split's 80% by photo, HOG "
+                "detector boxes, faces the detector misses dropped) and their mirror images: the equal-data "
+                "comparison. `train min` is its one training call.",
+}
+
+
 @dataclass
 class RunRecord:
-    """One experiment's files. config/history are None for dlib (nothing trained)."""
+    """One experiment's files. config/history are None for baselines (dlib; a trained `dlib-ert`, whose
+    training time is `train_seconds`)."""
 
     name: str
     config: dict | None
     history: list[dict] | None
     evals: dict[str, dict]  # miss -> {"summary", "faces", "errors"}
     speed: dict | None
+    train_seconds: float | None = None
 
     @property
     def init(self) -> str:
@@ -68,9 +81,12 @@ def load_runs(runs: Path, split: str, protocol: str, misses, order: list[str]) -
             missing.append(name)
             continue
         config = json.loads((d / "config.json").read_text()) if trained else None
-        history = json.loads((d / "final.json").read_text())["history"] if trained else None
+        final = json.loads((d / "final.json").read_text()) if trained else None
+        network = config is not None and "backbone" in config.get("config", {})  # else a trained baseline
         speed = json.loads((d / "eval" / "speed.json").read_text()) if (d / "eval" / "speed.json").is_file() else None
-        found.append(RunRecord(name, config, history, {m: json.loads(p.read_text()) for m, p in evals.items()}, speed))
+        found.append(RunRecord(name, config if network else None, final["history"] if network else None,
+                               {m: json.loads(p.read_text()) for m, p in evals.items()}, speed,
+                               None if network or final is None else final.get("train_seconds")))
     return found, [n for n in order if n in missing]
 
 
@@ -107,7 +123,7 @@ def table_rows(records: list[RunRecord], misses) -> list[dict]:
             row["train min"] = round(sum(h["epoch_s"] for h in r.history) / 60, 1)
         else:
             row.update({"best val NME": None, "best epoch": None, "val NME change, last 3 epochs": None,
-                        "train min": None})
+                        "train min": None if r.train_seconds is None else round(r.train_seconds / 60, 1)})
         row["CPU ms/face"] = None if r.speed is None else round(r.speed["cpu_ms_per_face"], 2)
         rows.append(row)
     rows.sort(key=lambda row: row[f"NME ({misses[0]})"])
@@ -189,7 +205,8 @@ def write_report(runs: Path, dest: Path, split: str = "common", protocol: str = 
     if any(r.history for r in records):
         plot_curves(records, dest / "curves.png")
     facts = {"grid": grid, "split": split, "protocol": protocol, "misses": list(misses), "threshold": threshold,
-             "missing": missing, "rows": rows,
+             "missing": missing, "rows": rows, "notes": [BASELINE_NOTES[r.name] for r in records
+                                                         if r.name in BASELINE_NOTES],
              "auc_t95": {r.name: auc_threshold_for(r.errors(misses[0]), 0.95) for r in records},
              "auc": {r.name: auc(r.errors(misses[0]), threshold) for r in records}}
     atomic_write_text(dest / "README.md", render_readme(records, facts, CHECKS))

