@@ -27,11 +27,11 @@ def test_boxes_command_reports_cache_hits(fixture_300w, tmp_path, capsys):
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "facealign.cli", "data", "summary", str(tmp_path / "nope")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"facealign: error: data root {tmp_path / 'nope'} is not a folder"]
     proc = subprocess.run([sys.executable, "-m", "facealign.cli", "data", "show", str(tmp_path), "--split", "x",
-                           "--layout", "generic"], capture_output=True, text=True)
+                           "--layout", "generic"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
@@ -51,4 +51,17 @@ def test_evaluate_no_flip_overrides_the_card(fixture_300w, tmp_path, capsys):
     args = ["evaluate", "--model", "fast", "--no-flip", "--data", str(fixture_300w), "--box", "gt",
             "-o", str(tmp_path / "e")]
     assert main(args) == 0
-    assert "NME" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # the printed metrics are the evaluation's stored ones (JSON), rounded to 4 places, on the 2 helen test faces
+    import json
+    import re
+
+    import numpy as np
+    (stored,) = (tmp_path / "e").glob("*.json")
+    s = json.loads(stored.read_text())
+    assert (s["split"], s["n"], s["faces"], s["box_protocol"]) == ("common", 2, 2, "gt")
+    np.testing.assert_allclose(s["nme"], np.load(stored.with_name(stored.stem + "_errors.npy")).mean(), rtol=1e-12)
+    line = re.search(r"NME (\S+)  AUC@0.08 (\S+)  FR@0.08 (\S+)", out)
+    assert line, out
+    assert line.groups() == (f"{s['nme']:.4f}", f"{s['auc']:.4f}", f"{s['fr']:.4f}")
+    assert f"{s['model']} on common: 2 of 2 faces evaluated, gt boxes" in out
