@@ -7,6 +7,9 @@ ONE feature map (the last by default). Heads size themselves from `.channels` an
 Weights never come from the network (the study runs offline): `init` is either a
 local weights file or the name of weights that ship inside an installed package
 (`PACKAGED_WEIGHTS`, e.g. init="imagenet" for tf_efficientnet_lite0).
+
+Backbones that are not timm models (`NON_TIMM_BACKBONES`, e.g. MediaPipe's face-mesh trunk) expose the same
+attributes and are built through the same `build_backbone`.
 """
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from facealign.models.facemesh import FaceMeshBackbone
+
 __all__ = [
     "STUDY_BACKBONES",
     "PACKAGED_WEIGHTS",
+    "NON_TIMM_BACKBONES",
     "Backbone",
     "build_backbone",
     "load_weights",
@@ -49,8 +55,8 @@ class Backbone(nn.Module):
         super().__init__()
         if not timm.is_model(name):
             raise ValueError(
-                f"unknown backbone {name!r}; the study uses {', '.join(STUDY_BACKBONES)} "
-                "(any timm model name with features_only support is accepted)"
+                f"unknown backbone {name!r}; the study uses {', '.join(STUDY_BACKBONES)}; also "
+                f"{', '.join(NON_TIMM_BACKBONES)} (any timm model name with features_only support is accepted)"
             )
         self.multi = isinstance(feature_index, (tuple, list))
         indices = tuple(feature_index) if self.multi else (feature_index,)
@@ -196,10 +202,20 @@ def load_efficientnet_lite0_imagenet(model: nn.Module) -> nn.Module:
     return model
 
 
+def _load_facemesh_mediapipe(model: nn.Module) -> nn.Module:
+    from facealign.models.facemesh_tflite import load_facemesh_mediapipe  # reads tflite only when asked
+    return load_facemesh_mediapipe(model)
+
+
 # Backbone name -> {init name -> loader}; weights that ship inside a pip package.
 PACKAGED_WEIGHTS: dict[str, dict[str, Callable[[nn.Module], nn.Module]]] = {
     "tf_efficientnet_lite0": {"imagenet": load_efficientnet_lite0_imagenet},
+    "mediapipe_facemesh": {"mediapipe": _load_facemesh_mediapipe},
 }
+
+# Backbones that are not timm models: name -> factory(name, feature_index, prune) with Backbone's attributes
+# (channels, stride, level_channels, level_strides). Any other name goes to timm through `Backbone`.
+NON_TIMM_BACKBONES: dict[str, Callable[..., nn.Module]] = {"mediapipe_facemesh": FaceMeshBackbone}
 
 
 def build_backbone(
@@ -209,7 +225,8 @@ def build_backbone(
     """Build a `Backbone` for timm model `name`, keeping feature map `feature_index`.
 
     Args:
-        name: timm model name, e.g. "efficientnet_b0", "convnextv2_nano".
+        name: timm model name, e.g. "efficientnet_b0", "convnextv2_nano", or a key of NON_TIMM_BACKBONES
+            ("mediapipe_facemesh": MediaPipe's face-mesh trunk, init="mediapipe" loads its weights).
         feature_index: index into timm's feature_info (-1 = last, deepest map;
             -2 = the one before, at half the stride).
         init: None (random init), a key of PACKAGED_WEIGHTS[name] (e.g. "imagenet"),
@@ -217,7 +234,7 @@ def build_backbone(
         strict: passed to load_state_dict for weights files.
         prune: drop the stages after the deepest requested map (they would run for nothing).
     """
-    backbone = Backbone(name, feature_index, prune)
+    backbone = NON_TIMM_BACKBONES.get(name, Backbone)(name, feature_index, prune)
     if init is None:
         return backbone
     packaged = PACKAGED_WEIGHTS.get(name, {})
