@@ -35,7 +35,8 @@ def eval_path(run_dir: Path, split: str, protocol: str, miss: str) -> Path:
 # Rows that are no network of the grid, and what the report says about each.
 BASELINE_NOTES = {
     "dlib": "`dlib`: the shape predictor dlib ships (`shape_predictor_68_face_landmarks.dat`), trained on the full "
-            "300-W training set: afw 337 + helen 2,000 + lfpw 811 = 3,148 faces , about 2.6x the 1,207 of afw + helen/trainset available here.",
+            "300-W training set: afw 337 + helen 2,000 + lfpw 811 = 3,148 faces, about 2.6x the 1,207 of "
+            "afw + helen/trainset available here.",
     "dlib-ert": "`dlib-ert`: dlib's method (`dlib.train_shape_predictor`, its default options) trained by us on the "
                 "same faces as our models (`facealign baseline dlib-ert`: the `train` split's 80% by photo, HOG "
                 "detector boxes, faces the detector misses dropped) and their mirror images: the equal-data "
