@@ -159,3 +159,13 @@ def test_trains_through_the_normal_trainer_and_exports(tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(x))["coords"].numpy()
     assert np.abs(OnnxBackend(onnx_path)(x) - want).max() < 1e-4
+
+
+@needs_wheel
+def test_runs_from_mediapipe_weights_record_file_licence_and_attribution(tflite_path):
+    from facealign.models.transfer import init_source
+    from facealign.train import make_config
+    source = init_source(make_config(backbone="mediapipe_facemesh", init="mediapipe"))["init_source"]
+    assert source["sha256"] == hashlib.sha256(tflite_path.read_bytes()).hexdigest()
+    assert "Apache-2.0" in source["licence"] and "MIT" in source["licence"] and "MediaPipe" in source["attribution"]
+    assert init_source(make_config(backbone="tf_efficientnet_lite0", init="imagenet")) == {}

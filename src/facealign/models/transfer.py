@@ -33,11 +33,23 @@ def load_backbone_weights(model: torch.nn.Module, spec: str) -> None:
 def init_source(cfg) -> dict:
     """For a TrainConfig `cfg`: {"init_source": {field, spec, sha256}} naming the exact weights an
     init_model / init_backbone run started from (a packaged name such as `default` changes meaning when a new
-    model ships); {} otherwise."""
+    model ships), or for third-party packaged weights (init="mediapipe") also their file, licence and
+    attribution; {} otherwise."""
     from facealign.io import sha256_file
     from facealign.models.registry import model_file
     for field_name in ("init_model", "init_backbone"):
         spec = getattr(cfg, field_name)
         if spec:
             return {"init_source": {"field": field_name, "spec": spec, "sha256": sha256_file(model_file(spec))}}
-    return {}
+    third_party = THIRD_PARTY_INITS.get((cfg.backbone, cfg.init))
+    return {"init_source": {"field": "init", "spec": cfg.init, **third_party()}} if third_party else {}
+
+
+def _mediapipe_source() -> dict:
+    from facealign.models.facemesh_tflite import weights_source
+    return weights_source()
+
+
+# (backbone, init) -> the file, checksum, licence and attribution of third-party weights a run starts from; they
+# reach the model card through config.json's init_source.
+THIRD_PARTY_INITS = {("mediapipe_facemesh", "mediapipe"): _mediapipe_source}
