@@ -1,6 +1,7 @@
 """`facealign bench` on a tiny generated 300W tree with a random model: a row per backend + dlib, every column."""
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -24,11 +25,13 @@ def test_bench_table_has_three_rows_and_all_columns(tmp_path):
     rows = result["rows"]
     # a .safetensors model has no int8 graph: no onnx-int8 row
     assert [r["method"] for r in rows] == ["torch", "onnx", "dlib"]
+    # Real timings cannot be known in advance (test_bench_child_timings_are_the_methods_cost checks their
+    # arithmetic on a fake clock); here: the counts behind them and that the columns are derived consistently.
     for r in rows:
-        assert r["n"] == 3 and r["e2e_images"] == 3 and r["peak_rss_mb"] > 0
-        assert r["startup_s"] > 0 and r["startup_rss_mb"] > 0
-        assert r["ms_batch1"] > 0 and r["ms_batch32"] > 0 and r["e2e_images_per_s"] > 0
-        assert 0 <= r["auc"] <= 1 and 0 <= r["fr"] <= 1 and r["nme"] > 0
+        assert r["n"] == 3 and r["e2e_images"] == 3 and r["startup_runs"] == 1
+        assert (r["batch1_calls"], r["batch32_calls"], r["latency_faces"]) == (3, 3, 3)
+        assert r["e2e_images_per_s"] == pytest.approx(r["e2e_images"] / r["e2e_seconds"])
+        assert r["peak_rss_mb"] >= r["rss_after_load_mb"]  # a peak never falls
     torch_row, onnx_row, _ = rows
     assert torch_row["torch_imported"] and not onnx_row["torch_imported"]  # the ORT row never loads torch
     assert torch_row["startup_torch"] and not (onnx_row["startup_torch"] or onnx_row["startup_timm"])
@@ -39,6 +42,16 @@ def test_bench_table_has_three_rows_and_all_columns(tmp_path):
     assert len(table) == 2 + 3
     assert table[2].startswith(f"| {st} (torch) |") and table[3].startswith(f"| {st} (onnx) |")
     assert table[4].startswith("| dlib shape predictor (68 pt) |") and table[4].count("1.00×") + table[4].count("n/a") == 8
+    # each cell is its row's number, and each ratio is ours / dlib's, worked out here from the raw numbers
+    dlib = rows[2]
+    keys = ("ms_batch1", "ms_batch32", "e2e_images_per_s", "peak_rss_mb", "startup_s")
+    for line, r in zip(table[2:], rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1:4] == [f"{r['nme']:.4f}", f"{r['auc']:.4f}", f"{r['fr']:.4f}"]
+        assert cells[5:10] == [f"{r['ms_batch1']:.2f}", f"{r['ms_batch32']:.2f}", f"{r['e2e_images_per_s']:.2f}",
+                               f"{r['peak_rss_mb']:.0f}", f"{r['startup_s']:.2f}"]
+        assert cells[11] == f"{r['nme'] / dlib['nme']:.2f}×"
+        assert cells[14:] == [f"{r[k] / dlib[k]:.2f}×" for k in keys]
     assert all(line.count("|") == len(COLUMNS) + 1 for line in table)
 
     # accuracy both ways: the fair headline (gt-box) and the study's whole-image fallback; synthetic faces are
@@ -75,3 +88,68 @@ def test_dlib_predictor_with_no_boxes():
     pytest.importorskip("dlib")
     from facealign.baselines.dlib_predictor import DlibPredictor
     assert DlibPredictor().predict(np.zeros((50, 50, 3), np.uint8), np.zeros((0, 4))).shape == (0, 68, 2)
+
+
+class FakeClock:
+    """time.perf_counter for facealign.bench_child: time moves only when the stubs below say so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class TimedStub:
+    """A method whose cost is known: load 0.5 s, predict 4 ms per box, a network batch 1 ms per crop."""
+
+    name, input_size = "stub", 8
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.clock.advance(0.5)
+
+    def predict(self, image, boxes):
+        self.clock.advance(0.004 * len(boxes))
+        return np.zeros((len(boxes), 68, 2), np.float32) + np.asarray(boxes)[:, None, :2]
+
+    def crops(self, image, boxes):
+        from facealign.data.crop import CropTransform
+        return np.zeros((len(boxes), 3, 8, 8), np.float32), [CropTransform.from_box(b) for b in boxes]
+
+    def predict_crops(self, batch):
+        self.clock.advance(0.001 * len(batch))
+        return np.full((len(batch), 68, 2), 0.5, np.float32)
+
+
+def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
+    """measure_method on a stub with a fake clock: every timing column is hand-computable.
+
+    batch 1: 4 ms per single-face predict -> 4.00 ms/face (median of 7 calls, each 4 ms);
+    batch 32: one 32-crop network call of 32 ms -> 1.00 ms/face;
+    end to end: 3 photos, each 10 ms of detection + 4 ms for its one face -> 3 / 0.042 s = 71.43 img/s."""
+    import facealign.bench_child as child
+    import facealign.data.boxes as boxes_mod
+    root = make_300w_fixture(tmp_path / "300W", {"helen/testset": 3}, size=96)
+    clock = FakeClock()
+    monkeypatch.setattr(child, "time", clock)
+    monkeypatch.setattr(child, "_load_method", lambda spec: TimedStub(clock))
+
+    def detector(image, upsample):
+        clock.advance(0.010)
+        return [(np.array([10, 10, 60, 60], np.float32), 1.0)]
+    monkeypatch.setattr(boxes_mod, "get_detector", lambda name: detector)
+    spec = {"method": "onnx", "model": "stub", "data": str(root), "split": "common", "repeats": 7, "threads": 1,
+            "cache_dir": str(tmp_path / "cache"), "max_images": None}
+    child._records_and_boxes(root, "common", spec["cache_dir"], detect=True)  # the parent fills the box cache
+    row = child.measure_method(spec)
+    assert row["load_s"] == pytest.approx(0.5)
+    assert (row["batch1_calls"], row["batch32_calls"], row["latency_faces"]) == (7, 3, 3)
+    assert row["ms_batch1"] == pytest.approx(4.0)
+    assert row["ms_batch32"] == pytest.approx(1.0)
+    assert (row["e2e_images"], row["e2e_faces"]) == (3, 3)
+    assert row["e2e_seconds"] == pytest.approx(0.042)
+    assert row["e2e_images_per_s"] == pytest.approx(3 / 0.042)
