@@ -125,12 +125,23 @@ def test_init_from_local_file(tmp_path, suffix):
 
 def test_init_strict_by_default(tmp_path):
     path = tmp_path / "partial.pt"
+    torch.manual_seed(1)
     state = build_backbone("efficientnet_b0").body.state_dict()
     state.pop("conv_stem.weight")
     torch.save(state, path)
     with pytest.raises(RuntimeError, match="conv_stem"):
         build_backbone("efficientnet_b0", init=path)
-    build_backbone("efficientnet_b0", init=path, strict=False)
+    # strict=False loads every tensor the file has and leaves the missing one as built (same seed: same init)
+    torch.manual_seed(2)
+    fresh = build_backbone("efficientnet_b0").body.state_dict()
+    torch.manual_seed(2)
+    loose = build_backbone("efficientnet_b0", init=path, strict=False).body.state_dict()
+    assert loose.keys() == fresh.keys() == state.keys() | {"conv_stem.weight"}
+    assert torch.equal(loose["conv_stem.weight"], fresh["conv_stem.weight"])
+    for k, v in state.items():
+        assert torch.equal(loose[k], v), k
+    # the seeds differ, so "loaded" is not "built the same way": the check above can fail
+    assert not torch.equal(fresh["blocks.0.0.conv_dw.weight"], state["blocks.0.0.conv_dw.weight"])
     with pytest.raises(ValueError, match="neither a weights file"):
         build_backbone("efficientnet_b0", init=tmp_path / "missing.pt")
 
