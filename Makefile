@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/300W
 
-.PHONY: install demo test browser bench-loader device-prep clean
+.PHONY: install demo test browser bench bench-loader device-prep clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ browser:
 		(sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends chromium chromium-driver >/dev/null) || echo "make: could not install chromium"; \
 	else echo "make: no chromium and no apt-get as root: the browser test will skip"; fi
+
+# Speed and accuracy against dlib, outside `make test` (timings depend on the machine, so they are never a
+# pass/fail check): `facealign bench` (every packaged model x backend + dlib on $(DATA)'s common split, in fresh
+# processes; minutes of CPU) writes $(BENCH_OUT) and its .json, then a summary of ours ÷ dlib per-face time and
+# NME, and how each ratio moved since the recorded run $(BENCH_RECORDED): a 10x slowdown reads 10.00× there.
+# Narrow it with e.g. BENCH_ARGS="--model fast --backend onnx-int8 --repeats 20".
+BENCH_OUT ?= results/bench/benchmarks.md
+BENCH_RECORDED ?= docs/benchmarks.json
+BENCH_ARGS ?=
+bench: $(STAMP)
+	mkdir -p $(dir $(BENCH_OUT))
+	$(VENV)/bin/facealign bench --data $(DATA) -o $(BENCH_OUT) $(BENCH_ARGS) >/dev/null
+	$(PY) benchmarks/bench_ratios.py $(basename $(BENCH_OUT)).json --recorded $(BENCH_RECORDED)
 
 bench-loader: $(STAMP)
 	$(PY) benchmarks/loader_vs_model.py --data $(DATA)

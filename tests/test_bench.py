@@ -153,3 +153,28 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     assert (row["e2e_images"], row["e2e_faces"]) == (3, 3)
     assert row["e2e_seconds"] == pytest.approx(0.042)
     assert row["e2e_images_per_s"] == pytest.approx(3 / 0.042)
+
+
+def test_format_ratios_shows_a_tenfold_slowdown():
+    """`make bench`'s summary on hand-made rows: ours took 2 ms/face (batch 1) and 0.5 ms/face (batch 32) when
+    recorded, beside dlib's 2 and 1 ms; now 20 and 5 ms beside the same dlib: ratios 10.00× and 5.00× to dlib,
+    each 10.00× its recorded ratio. NME 0.03 vs dlib's 0.04: 0.75×, unchanged since recorded."""
+    from facealign.bench import RATIO_COLUMNS, format_ratios
+
+    def row(method, model, b1, b32, nme):
+        return {"method": method, "model": model, "name": model or "dlib", "ms_batch1": b1, "ms_batch32": b32,
+                "nme": nme}
+    now = [row("onnx", "fast", 20.0, 5.0, 0.03), row("torch", "new", 4.0, 1.0, 0.05), row("dlib", None, 2.0, 1.0, 0.04)]
+    recorded = [row("onnx", "fast", 2.0, 0.5, 0.03), row("dlib", None, 2.0, 1.0, 0.04)]
+    lines = format_ratios(now, recorded).splitlines()
+    assert lines[0] == "| " + " | ".join(RATIO_COLUMNS) + " |"
+    assert lines[2] == "| fast (onnx) | 20.00 | 10.00× | 5.00 | 5.00× | 0.0300 | 0.75× | 10.00× | 10.00× | 1.00× |"
+    # a method the recorded run did not have: its ratios to dlib, nothing to compare them with
+    assert lines[3] == "| new (torch) | 4.00 | 2.00× | 1.00 | 1.00× | 0.0500 | 1.25× | n/a | n/a | n/a |"
+    assert lines[4] == "| dlib shape predictor (68 pt) | 2.00 | 1.00× | 1.00 | 1.00× | 0.0400 | 1.00× |  |  |  |"
+    # a machine twice as slow for both (dlib too) changes no ratio
+    slow = [{**r, "ms_batch1": 2 * r["ms_batch1"], "ms_batch32": 2 * r["ms_batch32"]} for r in now]
+    assert format_ratios(slow, recorded).splitlines()[2].endswith("| 10.00× | 10.00× | 1.00× |")
+    assert len(format_ratios(now).splitlines()) == 5  # no recorded run: every change is n/a
+    with pytest.raises(ValueError, match="no dlib row"):
+        format_ratios(now[:2])

@@ -129,6 +129,36 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(_markdown(COLUMNS, body))
 
 
+RATIO_COLUMNS = ["method", "ms/face batch 1", "÷ dlib", "ms/face batch 32", "÷ dlib", "NME", "÷ dlib",
+                 "batch-1 ÷ dlib: now ÷ recorded", "batch-32 ÷ dlib: now ÷ recorded", "NME ÷ dlib: now ÷ recorded"]
+
+
+def format_ratios(rows: list[dict], recorded: list[dict] | None = None) -> str:
+    """`make bench`'s summary: each method's per-face time and NME as ratios to dlib's in the same run, and how
+    those ratios moved since a recorded run (e.g. docs/benchmarks.json's rows). Dividing by dlib on the same
+    machine cancels the machine's speed, so a 10x slowdown of ours reads 10.00× in the "now ÷ recorded" columns
+    whatever machine either run was on. A method absent from the recorded run gets n/a."""
+    ref = next((r for r in rows if r["method"] == "dlib"), None)
+    if ref is None:
+        raise ValueError("no dlib row: ratios need `facealign bench` run with its dlib baseline")
+    old = {(r.get("model"), r["method"]): r for r in recorded or []}
+    old_ref = old.get((None, "dlib"))
+
+    def change(r: dict, key: str) -> str:
+        before = old.get((r.get("model"), r["method"]))
+        if before is None or old_ref is None or not before[key] or not ref[key]:
+            return "n/a"
+        return _ratio(r[key] / ref[key], before[key] / old_ref[key])
+
+    body = [[_label(r), f"{r['ms_batch1']:.2f}", _ratio(r["ms_batch1"], ref["ms_batch1"]), f"{r['ms_batch32']:.2f}",
+             _ratio(r["ms_batch32"], ref["ms_batch32"]), _num(r["nme"]), _ratio(r["nme"], ref["nme"]),
+             change(r, "ms_batch1"), change(r, "ms_batch32"), change(r, "nme")]
+            for r in rows if r is not ref]
+    body.append([_label(ref), f"{ref['ms_batch1']:.2f}", "1.00×", f"{ref['ms_batch32']:.2f}", "1.00×",
+                 _num(ref["nme"]), "1.00×", "", "", ""])
+    return "\n".join(_markdown(RATIO_COLUMNS, body))
+
+
 def format_accuracy_table(rows: list[dict]) -> str:
     """Accuracy per method and detector-miss handling (BENCH_MISSES order), ratios to dlib with the same handling."""
     ref = next((r for r in rows if r["method"] == "dlib"), None)
