@@ -192,7 +192,10 @@ def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_s
     Returns a report; `ok` says whether the NME change is within MAX_INT8_NME_CHANGE. The report is also
     written beside the output as JSON.
     """
+    import hashlib
+
     from facealign.evaluate import evaluate_split
+    from facealign.hardware import cpu_summary
     from facealign.inference.backends import read_card_file
     from facealign.inference.onnx_build import cached_onnx
     from facealign.inference.quantize import quantize_int8
@@ -210,7 +213,10 @@ def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_s
     change = nme["int8"] / nme["fp32"] - 1
     report = {"model": str(model), "output": str(out), "calibration": source, "eval_split": eval_split,
               "boxes": "detector, misses -> gt-box", "nme_fp32": nme["fp32"], "nme_int8": nme["int8"],
-              "nme_change": change, "max_change": MAX_INT8_NME_CHANGE, "ok": abs(change) <= MAX_INT8_NME_CHANGE}
+              "nme_change": change, "max_change": MAX_INT8_NME_CHANGE, "ok": abs(change) <= MAX_INT8_NME_CHANGE,
+              # which graph these numbers belong to: a report is only evidence for the file it was measured on
+              "output_sha256": hashlib.sha256(Path(out).read_bytes()).hexdigest(),
+              "cpu": cpu_summary()}
     atomic_write_json(Path(out).with_suffix(".json"), report)
     return report
 

@@ -179,7 +179,8 @@ def _reader(crops: np.ndarray, batch: int):
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
-                  calibration: np.ndarray | Iterable[np.ndarray], batch: int = 1, per_channel: bool = True) -> Path:
+                  calibration: np.ndarray | Iterable[np.ndarray], batch: int = 1, per_channel: bool = True,
+                  reduce_range: bool = True) -> Path:
     """Static int8 QDQ quantization of a facealign ONNX file; returns `out_path` (written atomically).
 
     `calibration`: face crops (N, 3, S, S) float32, ImageNet-normalised like the model's input (one array or
@@ -187,7 +188,11 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     ranges (MinMax). They are fed in batches of `batch`, which is also the batch the output graph is fixed
     to (see `fix_batch`); a remainder of N % batch crops is not used, and N < batch is an error.
 
-    Weights: int8, symmetric, per output channel when `per_channel`. Activations: uint8 (asymmetric), because
+    Weights: int8, symmetric, per output channel when `per_channel`; with `reduce_range` (default) they use 7
+    bits. Why: x86 CPUs without VNNI (AVX2 only) multiply u8 x s8 pairs with VPMADDUBSW, whose 16-bit sums
+    saturate with full-range weights, so a full-range graph scores worse there than on a VNNI CPU (measured
+    in docs/reliability.md, "int8 on CPUs without VNNI"); with 7-bit weights both compute exactly and agree.
+    Activations: uint8 (asymmetric), because
     onnxruntime's x86 QLinearConv kernels run u8 activations x s8 weights fastest (s8 x s8 measured ~2x
     slower here). The nodes of `fp32_nodes` stay fp32. The output keeps the input's metadata_props and adds
     `facealign.quantization` (JSON: scheme, per_channel, weight/activation types, excluded nodes,
@@ -215,12 +220,12 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         quantized = Path(tmp, "int8.onnx")
         quantize_static(str(prepared), str(quantized), _reader(crops[:used], batch), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range,
                         calibration_providers=["CPUExecutionProvider"])
         proto = onnx.load(str(quantized))
     info = {"scheme": SCHEME, "per_channel": bool(per_channel), "weight_type": "int8", "activation_type": "uint8",
             "calibrate_method": "minmax", "excluded_nodes": excluded, "calibration_count": int(used),
-            "batch": int(batch), "onnxruntime": ort.__version__}
+            "batch": int(batch), "reduce_range": bool(reduce_range), "onnxruntime": ort.__version__}
     # Only the source's properties plus ours: the tools add their own (e.g. onnx.infer), which say nothing useful.
     props = [p for p in source.metadata_props if p.key != QUANT_KEY]
     _set_metadata(proto, props, {QUANT_KEY: json.dumps(info, sort_keys=True)})
