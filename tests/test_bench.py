@@ -164,7 +164,8 @@ def test_format_ratios_shows_a_tenfold_slowdown():
     def row(method, model, b1, b32, nme):
         return {"method": method, "model": model, "name": model or "dlib", "ms_batch1": b1, "ms_batch32": b32,
                 "nme": nme}
-    now = [row("onnx", "fast", 20.0, 5.0, 0.03), row("torch", "new", 4.0, 1.0, 0.05), row("dlib", None, 2.0, 1.0, 0.04)]
+    now = [row("onnx", "fast", 20.0, 5.0, 0.03), row("torch", "new", 4.0, 1.0, 0.05),
+           row("dlib", None, 2.0, 1.0, 0.04)]
     recorded = [row("onnx", "fast", 2.0, 0.5, 0.03), row("dlib", None, 2.0, 1.0, 0.04)]
     lines = format_ratios(now, recorded).splitlines()
     assert lines[0] == "| " + " | ".join(RATIO_COLUMNS) + " |"
