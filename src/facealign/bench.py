@@ -159,6 +159,17 @@ def format_ratios(rows: list[dict], recorded: list[dict] | None = None) -> str:
     return "\n".join(_markdown(RATIO_COLUMNS, body))
 
 
+def choose_default_backends(rows: list[dict], max_nme_change: float) -> dict[str, str]:
+    """model -> its fastest backend at batch 1 among those whose NME is within `max_nme_change` (relative) of
+    the model's torch NME, from one bench run's rows (`facealign.inference.backends.DEFAULT_BACKENDS`)."""
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in rows if r["method"] != "dlib"):
+        mine = {r["method"]: r for r in rows if r["model"] == model}
+        ok = [m for m, r in mine.items() if r["nme"] <= mine["torch"]["nme"] * (1 + max_nme_change)]
+        out[model] = min(ok, key=lambda m: mine[m]["ms_batch1"])
+    return out
+
+
 def format_accuracy_table(rows: list[dict]) -> str:
     """Accuracy per method and detector-miss handling (BENCH_MISSES order), ratios to dlib with the same handling."""
     ref = next((r for r in rows if r["method"] == "dlib"), None)

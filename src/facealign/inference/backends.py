@@ -113,10 +113,26 @@ def read_card_file(weights: Path) -> dict:
 
 BACKENDS = {"torch": Torch, "onnx": Onnx, "onnx-int8": OnnxInt8}
 
+# Each packaged model's default backend: the fastest at batch 1 in the one-run `facealign bench` table
+# (docs/benchmarks.json) among its backends whose NME is within MAX_DEFAULT_NME_CHANGE of torch's.
+# `facealign.bench.choose_default_backends` derives it from that file and a test keeps the two equal.
+DEFAULT_BACKENDS = {"default": "onnx-int8", "default160": "onnx", "fast": "onnx"}
+MAX_DEFAULT_NME_CHANGE = 0.005
 
-def load_runner(model="default", backend: str = "torch", device: str = "cpu", flip_tta: bool | None = None,
+
+def default_backend(model) -> str:
+    """The backend used when none is named: a packaged model's measured best (`DEFAULT_BACKENDS`), "onnx" for
+    an .onnx file, and "torch" for a .safetensors file or checkpoint (not measured, and a user's network may
+    not export to ONNX)."""
+    if isinstance(model, str) and model in DEFAULT_BACKENDS:
+        return DEFAULT_BACKENDS[model]
+    return "onnx" if str(model).lower().endswith(".onnx") else "torch"
+
+
+def load_runner(model="default", backend: str | None = None, device: str = "cpu", flip_tta: bool | None = None,
                 threads: int | None = None) -> CropRunner:
-    """A `CropRunner` for `model` on the named backend."""
+    """A `CropRunner` for `model` on the named backend (None: `default_backend(model)`)."""
+    backend = default_backend(model) if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     return BACKENDS[backend].runner(model, device, flip_tta, threads)

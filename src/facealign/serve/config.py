@@ -10,7 +10,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback: reachable from this machine only
     port: int = 8000
     model: str = "default"
-    backend: str = "onnx"  # no torch at run time once the graph is cached
+    backend: str | None = None  # None: the model's measured default (facealign.inference.backends.default_backend)
     device: str = "cpu"
     workers: int = 0  # inference threads, each with its own model (0: one per CPU core, at most 4); CPU threads
     # are split between them. Measured (docs/serve.md): on 2 cores, 2 workers served 1.6-1.7x the requests of 1,
