@@ -17,7 +17,19 @@ def data(tmp_path_factory):
     return make_300w_fixture(root, {"afw": 8, "helen/trainset": 12, "helen/testset": 4}, size=96)
 
 
-_cfg = tiny_config
+def _cfg(data, tmp_path, **overrides):
+    """tiny_config on one intra-op thread: on a busy 2-core machine these 32 px runs take a fifth of the time
+    they take with torch's default (a thread per core, fighting the other processes)."""
+    return tiny_config(data, tmp_path, **{"threads": 1, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """train() sets torch's thread count for the whole process; give later tests theirs back."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_train_then_evaluate(data, tmp_path):
