@@ -65,8 +65,8 @@ def main(argv=None) -> int:
         for i, (name, size, model) in enumerate(rows):
             path = export_onnx(model, Path(tmp) / f"{i}.onnx", card={"name": name}, input_size=size)
             params = sum(p.numel() for p in model.parameters())
-            print(f"| {name} | {size} | {mmac(model, size):.1f} | {params:,} | {onnx_ms(path, size, args.repeats):.2f} |",
-                  flush=True)
+            ms = onnx_ms(path, size, args.repeats)
+            print(f"| {name} | {size} | {mmac(model, size):.1f} | {params:,} | {ms:.2f} |", flush=True)
     return 0
 
 

@@ -60,7 +60,8 @@ def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import tflite
     except ImportError:
-        raise ModuleNotFoundError("reading a .tflite file needs the pure-Python tflite package: pip install tflite") from None
+        raise ModuleNotFoundError("reading a .tflite file needs the pure-Python tflite package: "
+                                  "pip install tflite") from None
     try:
         model = tflite.Model.GetRootAsModel(data, 0)
         graph = model.Subgraphs(0)
@@ -104,7 +105,8 @@ def load_facemesh_tflite(model: nn.Module, path: str | os.PathLike) -> nn.Module
         try:
             arrays = convert(tensors, module.tf_name, module)
         except KeyError as e:
-            raise ValueError(f"{path}: no tensor {e.args[0]} for layer {prefix}: not MediaPipe's face landmark model") from None
+            raise ValueError(f"{path}: no tensor {e.args[0]} for layer {prefix}: "
+                             "not MediaPipe's face landmark model") from None
         for key, arr in arrays.items():
             have = getattr(module, key)
             if tuple(arr.shape) != tuple(have.shape):
