@@ -58,3 +58,34 @@ def write_clip(path: Path, n: int = 8, drift: float = 2.0, jitter: float = 0.0, 
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return frames
+
+
+SECOND_FACE = 20    # index in skimage.data.lfw_subset() of the cut clip's second person (an LFW face)
+SECOND_FACE_PX = 150  # its side in the frame; dlib HOG's box then overlaps the astronaut's by IoU ~0.5
+
+
+def second_shot(i: int, drift: float = 2.0) -> np.ndarray:
+    """Frame i (240 x 240 RGB uint8) of another shot: an LFW face (skimage.data.lfw_subset, 25 x 25 px,
+    upscaled) over scikit-image's coffee photo, at about the place the astronaut's face has in `write_clip`,
+    drifting `drift` px/frame to the left."""
+    from skimage import data as skimage_data
+    canvas = cv2.resize(skimage_data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)
+    face = (skimage_data.lfw_subset()[SECOND_FACE] * 255).round().astype(np.uint8)
+    face = cv2.resize(face, (SECOND_FACE_PX, SECOND_FACE_PX), interpolation=cv2.INTER_CUBIC)
+    canvas[50:50 + SECOND_FACE_PX, 40:40 + SECOND_FACE_PX] = face[..., None]
+    m = np.array([[1, 0, -drift * i], [0, 1, 0]], np.float64)
+    return cv2.warpAffine(canvas, m, (240, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def write_cut_clip(path: Path, n: int = 20, cut: int = 10, fourcc: str = "MJPG") -> list[np.ndarray]:
+    """Issue 24's clip: n frames (240 x 240, 10 fps); frames 0..cut-1 are `write_clip`'s astronaut drifting
+    2 px/frame, frames cut..n-1 cut to another person (`second_shot`) whose face box overlaps hers."""
+    astro = write_clip(Path(path).with_suffix(".first.avi"), cut)
+    Path(path).with_suffix(".first.avi").unlink()
+    frames = astro + [second_shot(i) for i in range(n - cut)]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (240, 240))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return frames

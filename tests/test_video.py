@@ -10,8 +10,10 @@ import pytest
 
 from facealign.cli import main
 from facealign.predict import Face, FaceAligner
-from helpers import PointwiseBackend, write_clip
-from facealign.video import LandmarkSmoother, OneEuroFilter, iter_frames, predict_video, smooth_track
+from facealign.data.boxes import iou
+from helpers import PointwiseBackend, write_clip, write_cut_clip
+from facealign.video import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, iter_frames,
+                             predict_video, smooth_track, thumbnail_correlation, video_schema_path)
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -160,3 +162,100 @@ def test_smoothing_reduces_landmark_jitter_on_a_noisy_video(model_path, tmp_path
     assert _jitter(raw_track) > 0.1
     assert _jitter(smooth_track_) < 0.5 * _jitter(raw_track)
     np.testing.assert_array_equal(smooth_track_[0], raw_track[0])
+
+
+# ---------------------------------------------------------------- shot cuts (issue 24)
+def test_thumbnail_correlation_hand_computed_values():
+    ramp = np.tile(np.arange(32, dtype=np.float32), (32, 1))  # brightness rising left to right
+    assert thumbnail_correlation(ramp, ramp) == pytest.approx(1.0)
+    assert thumbnail_correlation(ramp, 255 - ramp, max_shift=0) == pytest.approx(-1.0)  # mirror image
+    assert thumbnail_correlation(ramp, 2 * ramp + 7) == pytest.approx(1.0)  # exposure change: not a cut
+    assert thumbnail_correlation(ramp, np.full((32, 32), 9.0)) == 1.0  # flat frame: no evidence of a cut
+    bar = np.zeros((32, 32), np.float32)
+    bar[:, 10:14] = 100.0  # a 4-pixel-wide bright bar
+    moved = np.roll(bar, 2, axis=1)  # the shot panned by 2 thumbnail pixels
+    # Unshifted, the bars overlap on 2 of 4 columns: r = (2/32 - (4/32)^2) / (4/32 - (4/32)^2) = 3/7.
+    assert thumbnail_correlation(bar, moved, max_shift=0) == pytest.approx(3 / 7)
+    assert thumbnail_correlation(bar, moved, max_shift=2) == pytest.approx(1.0)  # compensated
+    # Panned 3: the best shift (2) leaves 3 of 4 columns overlapping on a 30-column overlap:
+    # r = (3/30 - (4/30)^2) / (4/30 - (4/30)^2) = 74/104.
+    assert thumbnail_correlation(bar, np.roll(bar, 3, axis=1), max_shift=2) == pytest.approx(74 / 104)
+
+
+def test_cut_detector_flags_only_the_first_frame_of_a_new_shot():
+    first = skimage_data.astronaut()[:240, 100:340]
+    second = skimage_data.coffee()[:240, :240]
+    det = CutDetector()
+    assert [det(f) for f in (first, first, second, second, first)] == [False, False, True, False, True]
+    assert det.last < CUT_MIN_CORRELATION
+    with pytest.raises(ValueError, match="min_correlation"):
+        CutDetector(1.5)
+
+
+def test_a_cut_ends_every_track_even_at_the_same_place():
+    rng = np.random.default_rng(5)
+    p0, p1, p2 = (rng.uniform(0, 100, (68, 2)) for _ in range(3))
+    s = LandmarkSmoother(alpha=0.3)
+    _, a = s([_face(0, p0)])
+    out, b = s([_face(0, p1)])  # same box, no cut: same track, smoothed
+    assert b == a and np.abs(out[0].landmarks - p1).max() > 1.0
+    out, c = s([_face(0, p2)], cut=True)  # same box after a cut: a new track, taken as measured
+    assert c != a and c[0] > a[0]
+    np.testing.assert_array_equal(out[0].landmarks, p2.astype(np.float32))
+    assert [t.id for t in s.tracks] == c  # the old track is gone, not just missed
+
+
+def _run(fa, clip, **kw):
+    cuts: list[int] = []
+    frames = [(faces, ids) for _, _, faces, ids in predict_video(fa, clip, cuts=cuts, **kw)]
+    return [f for f, _ in frames], [i for _, i in frames], cuts
+
+
+def test_issue24_clip_a_cut_to_another_person_at_the_same_place(model_path, tmp_path):
+    """20 frames: the astronaut (frames 0-9), then a cut to an LFW face whose box overlaps hers by IoU >= 0.3."""
+    clip = tmp_path / "cut.avi"
+    write_cut_clip(clip, 20, cut=10)
+    fa = FaceAligner(model_path)
+    fa.runner.backend = PointwiseBackend()  # landmarks follow the image content, so the two faces differ
+    raw, raw_ids, cuts = _run(fa, clip)
+    assert [len(f) for f in raw] == [1] * 20 and cuts == [10]
+    assert iou(raw[9][0].box, raw[10][0].box) >= 0.3  # box overlap alone would keep one track (the issue)
+    # Before the fix (no cut detection): one id across both people, frame 10 blended with the astronaut.
+    old, old_ids, _ = _run(fa, clip, smooth=0.3, cut_correlation=None)
+    assert len({i[0] for i in old_ids}) == 1
+    assert np.abs(old[10][0].landmarks - raw[10][0].landmarks).max() > 3.0
+    smooth, ids, cuts = _run(fa, clip, smooth=0.3)
+    assert cuts == [10]
+    assert len({i[0] for i in ids[:10]}) == 1 and len({i[0] for i in ids[10:]}) == 1 and ids[10] != ids[9]
+    np.testing.assert_array_equal(smooth[10][0].landmarks, raw[10][0].landmarks)  # reset: taken as measured
+    assert np.abs(smooth[11][0].landmarks - raw[11][0].landmarks).max() > 0  # and smoothed again after it
+
+
+def _validator(kind: str):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(video_schema_path(kind).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_video_json_carries_versions_and_cuts_and_validates(model_path, tmp_path, capsys):
+    from facealign.outputs import SCHEMA_VERSION
+    from facealign.version import __version__
+    clip = tmp_path / "cut.avi"
+    write_cut_clip(clip, 12, cut=6)
+    out = tmp_path / "out"
+    assert main(["predict", str(clip), "-o", str(out), "--smooth", "0.5", "--model", str(model_path), "--quiet"]) == 0
+    summary = json.loads((out / "cut" / "video.json").read_text())
+    sha = json.loads(model_path.with_suffix(".json").read_text()).get("weights_sha256", "")[:12]
+    assert summary["schema_version"] == SCHEMA_VERSION == 1 and summary["facealign_version"] == __version__
+    assert summary["model_version"] == sha and summary["cuts"] == [6]
+    frames = [json.loads(p.read_text()) for p in sorted((out / "cut").glob("frame_*.json"))]
+    assert [f["cut"] for f in frames] == [i == 6 for i in range(12)]
+    assert {f["model_version"] for f in frames} == {sha} and {f["schema_version"] for f in frames} == {1}
+    video, frame = _validator("video"), _validator("frame")
+    assert list(video.iter_errors(summary)) == []
+    for f in frames:
+        assert list(frame.iter_errors(f)) == []
+    assert frames[5]["faces"][0]["track"] != frames[6]["faces"][0]["track"]
+    assert not video.is_valid({k: v for k, v in summary.items() if k != "model_version"})  # the schemas can fail
+    assert not frame.is_valid({**frames[0], "cut": "no"})

@@ -1,20 +1,7 @@
-"""Landmarks on video: frames via OpenCV, face tracks, and temporal smoothing (One Euro filter).
+"""Landmarks on video: frames via OpenCV, per-frame and summary JSON, and an annotated copy.
 
-Smoothing follows the One Euro filter (Casiez, Roussel & Vogel, CHI 2012): an exponential moving
-average whose smoothing factor adapts to speed. A still face is smoothed strongly (low jitter); a
-moving face gets a higher cut-off, so it lags little. Time is counted in frames, so the parameters are
-per frame:
-
-- `alpha` in (0, 1]: the EMA weight of the new frame when the face is still (1 = no smoothing;
-  0.3 = strong). It sets the minimum cut-off `f_min = alpha / (2 pi (1 - alpha))` cycles/frame.
-- `beta` >= 0: how fast the cut-off rises with speed, `f = f_min + beta * speed`, where speed is the
-  (low-passed) displacement of each landmark per frame divided by the face box's size, so the
-  behaviour does not depend on the image resolution. `beta = 0` is a plain EMA with weight `alpha`.
-
-Each face is a track, matched to the live tracks' last boxes by IoU (>= 0.3). A face that matches no track
-starts a new one (no smoothing across the cut), so smoothing never blends two different faces. A track
-that finds no face survives `MAX_MISSED` (3) frames: a one- or two-frame detector miss, or a stray
-detection elsewhere, changes neither its id nor its smoothing.
+Tracking, shot-cut detection and smoothing live in `facealign.tracking` (re-exported here): each frame's
+faces go through a `LandmarkSmoother`, told by a `CutDetector` when a new shot starts.
 """
 from __future__ import annotations
 
@@ -22,137 +9,28 @@ import math
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import cv2
 import numpy as np
 
-from facealign.data.boxes import iou
+from facealign.tracking import (  # noqa: F401 (re-exported: the public names stay importable from here)
+    CUT_MIN_CORRELATION, D_CUTOFF, DEFAULT_BETA, MAX_MISSED, MAX_SHIFT, RESET_IOU, THUMB_SIZE, CutDetector,
+    LandmarkSmoother, OneEuroFilter, Track, alpha_from_cutoff, check_smoothing, cutoff_from_alpha, frame_thumbnail,
+    smooth_track, thumbnail_correlation)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-DEFAULT_BETA = 10.0   # cut-off gain per (face size / frame) of speed
-D_CUTOFF = 0.05       # cycles per frame, cut-off of the speed estimate
-RESET_IOU = 0.3       # a box overlapping its track's last box less than this starts a new track
-MAX_MISSED = 3        # frames a track survives without a matching face
 DEFAULT_FPS = 25.0    # used when a file does not state a usable frame rate
+FRAME_SCHEMA_FILE = "video_frame.schema.json"  # facealign/schema/: one frame_NNNNNN.json
+VIDEO_SCHEMA_FILE = "video.schema.json"        # facealign/schema/: video.json, the summary
 
 
-def alpha_from_cutoff(cutoff):
-    """EMA weight of a first-order low-pass filter with `cutoff` cycles/frame, sampled once a frame."""
-    cutoff = np.asarray(cutoff, dtype=np.float64)
-    return 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff))
-
-
-def cutoff_from_alpha(alpha: float) -> float:
-    """Inverse of `alpha_from_cutoff` (inf for alpha = 1)."""
-    return math.inf if alpha >= 1.0 else alpha / (2.0 * math.pi * (1.0 - alpha))
-
-
-def check_smoothing(alpha: float, beta: float = DEFAULT_BETA) -> None:
-    if not (0.0 < alpha <= 1.0):
-        raise ValueError(f"smoothing alpha must be in (0, 1] (1 = off, smaller = smoother), got {alpha}")
-    if not (beta >= 0.0 and math.isfinite(beta)):
-        raise ValueError(f"smoothing beta must be a finite number >= 0, got {beta}")
-
-
-class OneEuroFilter:
-    """One Euro filter on arrays of points (..., D), one call per frame; speed is per point (norm over D)."""
-
-    def __init__(self, alpha: float = 0.5, beta: float = DEFAULT_BETA, d_cutoff: float = D_CUTOFF):
-        check_smoothing(alpha, beta)
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.min_cutoff = cutoff_from_alpha(alpha)
-        self.alpha_d = float(alpha_from_cutoff(d_cutoff))
-        self.reset()
-
-    def reset(self) -> None:
-        self.x: np.ndarray | None = None
-        self.dx: np.ndarray | None = None
-
-    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self.x is None or self.alpha >= 1.0:
-            self.x, self.dx = x.copy(), np.zeros_like(x)
-            return x.astype(np.float32)
-        dx = x - self.x
-        self.dx = self.alpha_d * dx + (1.0 - self.alpha_d) * self.dx
-        speed = np.linalg.norm(self.dx, axis=-1, keepdims=True) / max(float(scale), 1e-9)
-        a = alpha_from_cutoff(self.min_cutoff + self.beta * speed)
-        self.x = a * x + (1.0 - a) * self.x
-        return self.x.astype(np.float32)
-
-
-def smooth_track(points: np.ndarray, alpha: float, beta: float = DEFAULT_BETA, scale: float = 1.0) -> np.ndarray:
-    """Smooth one track (T, K, 2) frame by frame; `scale` is the face size in the same units."""
-    f = OneEuroFilter(alpha, beta)
-    return np.stack([f(p, scale) for p in np.asarray(points)]) if len(points) else np.asarray(points, np.float32)
-
-
-def _match(prev: Sequence[np.ndarray], cur: Sequence[np.ndarray], min_iou: float) -> dict[int, int]:
-    """Greedy highest-IoU matching: current index -> previous index, pairs below `min_iou` left out."""
-    pairs = sorted(((iou(p, c), i, j) for i, p in enumerate(prev) for j, c in enumerate(cur)), reverse=True)
-    used_prev, out = set(), {}
-    for score, i, j in pairs:
-        if score < min_iou:
-            break
-        if i not in used_prev and j not in out:
-            used_prev.add(i)
-            out[j] = i
-    return out
-
-
-@dataclass
-class Track:
-    """One followed face: its id, last box, smoothing filter and frames since it was last seen."""
-
-    id: int
-    box: np.ndarray
-    filter: OneEuroFilter
-    missed: int = 0
-
-
-class LandmarkSmoother:
-    """Tracks faces across frames and smooths each track's landmarks (alpha = 1: tracking only).
-
-    Call once per frame with that frame's faces; returns (faces with smoothed landmarks, track ids). Faces
-    are matched to the live tracks by box IoU (>= `reset_iou`, greedy, best first), whatever the number of
-    faces. A track that finds no face is kept for `max_missed` frames, so a face the detector misses for a
-    frame or two, or a stray detection elsewhere, changes neither its id nor its smoothing; an unmatched
-    face starts a new track with a new id (ids are never reused).
-    """
-
-    def __init__(self, alpha: float = 1.0, beta: float = DEFAULT_BETA, reset_iou: float = RESET_IOU,
-                 max_missed: int = MAX_MISSED):
-        check_smoothing(alpha, beta)
-        if int(max_missed) != max_missed or max_missed < 0:
-            raise ValueError(f"max_missed must be a whole number >= 0, got {max_missed}")
-        self.alpha, self.beta, self.reset_iou, self.max_missed = alpha, beta, reset_iou, int(max_missed)
-        self.next_id = 0
-        self.tracks: list[Track] = []
-
-    def __call__(self, faces: Sequence) -> tuple[list, list[int]]:
-        from facealign.inference.aligner import Face
-        matched = _match([t.box for t in self.tracks], [f.box for f in faces], self.reset_iou)
-        out, ids, seen = [], [], set()
-        for j, face in enumerate(faces):
-            if j in matched:
-                track = self.tracks[matched[j]]
-                track.box, track.missed = face.box, 0
-            else:
-                track = Track(self.next_id, face.box, OneEuroFilter(self.alpha, self.beta))
-                self.next_id += 1
-                self.tracks.append(track)
-            seen.add(track.id)
-            side = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
-            out.append(Face(face.box, face.score, track.filter(face.landmarks, side)))
-            ids.append(track.id)
-        for t in self.tracks:
-            if t.id not in seen:
-                t.missed += 1
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
-        return out, ids
+def video_schema_path(kind: str = "video") -> Path:
+    """The JSON Schema (draft 2020-12) of `video.json` (kind "video") or of a frame's JSON (kind "frame")."""
+    from importlib import resources
+    name = {"video": VIDEO_SCHEMA_FILE, "frame": FRAME_SCHEMA_FILE}[kind]
+    return Path(str(resources.files("facealign") / "schema" / name))
 
 
 # ---------------------------------------------------------------- reading and writing video
@@ -208,20 +86,29 @@ def atomic_video_writer(path: Path, fps: float, size: tuple[int, int]) -> Iterat
 
 
 def predict_video(aligner, path: str | os.PathLike, smooth: float | None = None, beta: float = DEFAULT_BETA,
-                  frames_per_batch: int = 8) -> Iterator[tuple[int, np.ndarray, list, list[int]]]:
-    """Yield (frame index, RGB frame, faces, track ids) for every frame; landmarks smoothed if `smooth`."""
+                  frames_per_batch: int = 8, cut_correlation: float | None = CUT_MIN_CORRELATION,
+                  cuts: list[int] | None = None) -> Iterator[tuple[int, np.ndarray, list, list[int]]]:
+    """Yield (frame index, RGB frame (H, W, 3) uint8, faces, track ids) for every frame.
+
+    Landmarks are smoothed if `smooth` (alpha). A frame whose thumbnail correlation with the previous one
+    is below `cut_correlation` is a cut: every track ends there (None: never). The index of each cut frame
+    is appended to `cuts` (if given) before that frame is yielded.
+    """
     smoother = LandmarkSmoother(1.0 if smooth is None else smooth, beta)
-    buffer: list[tuple[np.ndarray, tuple]] = []
+    detector = None if cut_correlation is None else CutDetector(cut_correlation)
+    buffer: list[tuple[np.ndarray, tuple, bool]] = []
     index = 0
     frames = iter_frames(path)
     while True:
         frame = next(frames, None)
         if frame is not None:
-            buffer.append((frame, aligner.detect(frame)))
+            buffer.append((frame, aligner.detect(frame), detector is not None and detector(frame)))
         if buffer and (frame is None or len(buffer) == frames_per_batch):
-            results = aligner.align([f for f, _ in buffer], [d for _, d in buffer])
-            for (rgb, _), faces in zip(buffer, results):
-                faces, tracks = smoother(faces)
+            results = aligner.align([f for f, _, _ in buffer], [d for _, d, _ in buffer])
+            for (rgb, _, cut), faces in zip(buffer, results):
+                if cut and cuts is not None:
+                    cuts.append(index)
+                faces, tracks = smoother(faces, cut=cut)
                 yield index, rgb, faces, tracks
                 index += 1
             buffer = []
@@ -240,7 +127,9 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
     from tqdm import tqdm
 
     from facealign.data.pts import write_pts
-    from facealign.outputs import annotate, csv_row, write_json
+    from facealign.outputs import (BOX_FORMAT, COORDINATES, LANDMARK_SCHEME, SCHEMA_VERSION, annotate, csv_row,
+                                   write_json)
+    from facealign.version import __version__
     cap, fps, count = open_video(path)
     ok, first = cap.read()
     cap.release()
@@ -252,10 +141,14 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
     n_frames = n_faces = 0
     bar = tqdm(total=count, desc=Path(path).name, unit="frame", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
+    cuts: list[int] = []
+    # The fields every document of this video shares with predict's image document (schema_version first).
+    common = {"schema_version": SCHEMA_VERSION, "facealign_version": __version__, "source": str(path),
+              "model": aligner.name, "model_version": str(aligner.card.get("weights_sha256", ""))[:12]}
     with _maybe_writer(names.path(stem, "annotated.mp4") if draw else None, fps, (width, height)) as writer:
-        for i, rgb, faces, tracks in predict_video(aligner, path, smooth, beta):
+        for i, rgb, faces, tracks in predict_video(aligner, path, smooth, beta, cuts=cuts):
             write_json(names.path(stem, f"frame_{i:06d}.json"), {
-                "source": str(path), "frame": i, "time_s": round(i / fps, 6),
+                **common, "frame": i, "time_s": round(i / fps, 6), "cut": bool(cuts and cuts[-1] == i),
                 "faces": [{**f.to_dict(), "track": t} for f, t in zip(faces, tracks)]})
             if pts:
                 for k, face in enumerate(faces):
@@ -277,14 +170,17 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
         tqdm.write(f"facealign: warning: {path}: decoded {n_frames} of {count} frames "
                    f"(the file ends early or is damaged)", file=sys.stderr)
     summary = {
-        "source": str(path), "model": aligner.name, "backend": aligner.backend_name,
+        **common, "backend": aligner.backend_name,
         "detector": aligner.detector_name, "frames": n_frames, "frames_in_header": count, "complete": complete,
         "fps": fps, "width": width, "height": height,
-        "faces": n_faces,
+        "faces": n_faces, "cuts": cuts,
+        "landmark_scheme": LANDMARK_SCHEME, "box_format": BOX_FORMAT,
+        "tracking": {"reset_iou": RESET_IOU, "max_missed": MAX_MISSED, "cut_min_correlation": CUT_MIN_CORRELATION,
+                     "cut_thumbnail": THUMB_SIZE, "cut_max_shift": MAX_SHIFT},
         "smoothing": None if smooth is None else {"method": "one-euro", "alpha": smooth, "beta": beta,
                                                   "d_cutoff": D_CUTOFF, "reset_iou": RESET_IOU},
         "annotated": "annotated.mp4" if draw else None,
-        "coordinates": "image pixels (x, y), 0-based pixel centres: the top-left pixel's centre is (0, 0)",
+        "coordinates": COORDINATES,
     }
     write_json(names.path(stem, "video.json"), summary)
     return summary
