@@ -130,7 +130,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 RATIO_COLUMNS = ["method", "ms/face batch 1", "÷ dlib", "ms/face batch 32", "÷ dlib", "NME", "÷ dlib",
-                 "batch-1 ÷ dlib: now ÷ recorded", "batch-32 ÷ dlib: now ÷ recorded", "NME ÷ dlib: now ÷ recorded"]
+                 "batch-1 ÷ dlib: now ÷ recorded", "batch-32 ÷ dlib: now ÷ recorded",
+                 "NME ÷ dlib: now ÷ recorded"]
 
 
 def format_ratios(rows: list[dict], recorded: list[dict] | None = None) -> str:
