@@ -24,6 +24,9 @@ def cmd_data_summary(args) -> int:
     from facealign.data.summary import format_summary, summarize_root
     summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=sys.stderr.isatty())
     print(format_summary(summary))
+    if not any(summary.splits.values()):
+        print(f"facealign: error: no annotated faces (image + .pts) found under {args.root}", file=sys.stderr)
+        return 1
     problems = summary.problems()
     if args.strict and problems:
         print(f"facealign: error: --strict: {len(problems)} problem(s) in {args.root} (listed above)", file=sys.stderr)
@@ -54,12 +57,16 @@ def cmd_data_pack(args) -> int:
 def cmd_boxes(args) -> int:
     from facealign.data.boxes import BoxCache, DetectorConfig, precompute_boxes
     from facealign.data.layouts import index_dataset
-    index = index_dataset(args.root, args.layout)
+    with warnings.catch_warnings(record=True) as caught:  # shown once per cache, below
+        warnings.simplefilter("always")
+        index = index_dataset(args.root, args.layout)
+    cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
+    for message in cache.unseen_notices(str(w.message) for w in caught):
+        print(f"warning: {message}", file=sys.stderr)
     images = {r.image for recs in index.splits.values() for r in recs}
     if not images:
         raise ValueError(f"no annotated faces (image + .pts) under {args.root}: `facealign boxes` caches detections "
                          "for a dataset; for plain photos use `facealign predict`")
-    cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
     stats = precompute_boxes(images, cache, workers=args.workers, progress=not args.quiet)
     print(f"boxes: {stats['total']} images, {stats['hits']} cache hits, {stats['stale']} stale (image changed "
           f"since detection), {stats['detected']} detected, "
@@ -149,11 +156,18 @@ def cmd_experiments(args) -> int:
                        args.box, tuple(args.miss))
         print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
         return 0
+    runs = args.output / "runs"
+    if args.report_only and not (runs.is_dir() and any(p.is_dir() for p in runs.iterdir())):
+        raise ValueError(f"--report-only: no run folders in {runs}; nothing to report (give -o the grid's output "
+                         "folder)")
     command = "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = run_grid(str(args.data), args.output, args.preset, tuple(args.grid), args.only, args.best,
                     tuple(args.split), args.box, tuple(args.miss), with_dlib=not args.no_dlib,
                     report_only=args.report_only, report_dir=args.report, command=command,
                     train_missing=not args.no_train, **_overrides(args))
+    if not rows:  # nothing finished and evaluated: an empty report is not a result
+        print(f"facealign: error: no finished, evaluated run in {runs}: the report has no rows", file=sys.stderr)
+        return 1
     print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
     return 0
 

@@ -24,7 +24,10 @@ def load_rgb(source: str | os.PathLike | Image.Image) -> np.ndarray:
 
     Animated images give their first frame; transparency is composited onto white; images
     above Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) are refused before decoding.
+    A file of 0 bytes is an `ImageLoadError` saying so (Pillow's "cannot identify image file" hides why).
     """
+    if not isinstance(source, Image.Image) and os.path.isfile(source) and os.path.getsize(source) == 0:
+        raise ImageLoadError(f"{source}: empty file (0 bytes), not an image")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too rather than risk memory.

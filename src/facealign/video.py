@@ -39,6 +39,8 @@ def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, float, int | 
     # FFmpeg prints its own errors ("moov atom not found") straight to stderr; we report one line per
     # file instead. Read by OpenCV when it first uses FFmpeg; a value the user set is kept.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+    if os.path.isfile(path) and os.path.getsize(path) == 0:  # OpenCV would only say it cannot open it
+        raise ValueError(f"{path}: empty file (0 bytes), not a video")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()

@@ -138,6 +138,9 @@ class DetectorConfig:
         return f"{self.name}-up{self.upsample}"
 
 
+NOTICES_FILE = "shown-warnings.json"  # in the cache folder: data warnings already printed once
+
+
 def default_cache_dir(root: Path) -> Path:
     """A per-root folder in the user cache ($FACEALIGN_CACHE or ~/.cache/facealign).
 
@@ -199,6 +202,22 @@ class BoxCache:
 
     def save(self) -> None:
         atomic_write_json(self.path, {"detector": self.detector.tag, "images": self.entries})
+
+    def unseen_notices(self, messages: Iterable[str]) -> list[str]:
+        """The messages not shown before for this cache folder, in order; records them as shown.
+
+        Warnings about the data (a 300W copy without lfpw or ibug) do not change between runs: printed
+        on every `facealign boxes` they bury the one line that does. A new message still prints once.
+        """
+        path = self.path.with_name(NOTICES_FILE)
+        try:
+            shown = set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):  # absent or unreadable: nothing shown yet
+            shown = set()
+        new = [m for m in dict.fromkeys(messages) if m not in shown]
+        if new:
+            atomic_write_json(path, sorted(shown | set(new)))
+        return new
 
 
 def _detect_file(args) -> tuple[str, list[Detection] | str]:
