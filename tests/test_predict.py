@@ -51,7 +51,8 @@ def _face_crop(astro, dx=0, dy=0):
 
 # ---------------------------------------------------------------- API
 def test_import_is_light_and_exports_face_aligner():
-    subprocess.run([sys.executable, "-c", "import sys, facealign; assert 'torch' not in sys.modules"], check=True)
+    subprocess.run([sys.executable, "-c", "import sys, facealign; assert 'torch' not in sys.modules"], check=True,
+                   timeout=120)
     assert facealign.FaceAligner is FaceAligner and facealign.Face is Face and "FaceAligner" in dir(facealign)
 
 
