@@ -40,7 +40,8 @@ BASELINE_NOTES = {
     "dlib-ert": "`dlib-ert`: dlib's method (`dlib.train_shape_predictor`, its default options) trained by us on the "
                 "same faces as our models (`facealign baseline dlib-ert`: the `train` split's 80% by photo, HOG "
                 "detector boxes, faces the detector misses dropped) and their mirror images: the equal-data "
-                "comparison. `train min` is its one training call. Trained by `facealign baseline dlib-ert --data "
+                "comparison. `train min` is its one training call. Its `CPU ms/face` was timed while other jobs "
+                "loaded the 2 cores, unlike dlib's row: docs/training.md has both timed side by side. Trained by `facealign baseline dlib-ert --data "
                 "../shared/data/300W --out RUNS` and added to the report by `facealign experiments --data "
                 "../shared/data/300W -o OUT --add-run RUNS/dlib-ert`.",
 }
