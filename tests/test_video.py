@@ -259,3 +259,17 @@ def test_video_json_carries_versions_and_cuts_and_validates(model_path, tmp_path
     assert frames[5]["faces"][0]["track"] != frames[6]["faces"][0]["track"]
     assert not video.is_valid({k: v for k, v in summary.items() if k != "model_version"})  # the schemas can fail
     assert not frame.is_valid({**frames[0], "cut": "no"})
+
+
+def test_the_landmark_smoother_example_in_the_docs_runs_on_the_cut_clip(model_path, tmp_path):
+    """docs/predict.md's LandmarkSmoother example, run as written on issue 24's clip: two tracks, one per shot."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    code = text.split("<!-- example: LandmarkSmoother")[1].split("```python\n")[1].split("```")[0]
+    clip = tmp_path / "cut.avi"
+    write_cut_clip(clip, 14, cut=7)
+    code = code.replace("FaceAligner()", f"FaceAligner({str(model_path)!r})").replace('"talk.mp4"', repr(str(clip)))
+    namespace: dict = {}
+    exec(compile(code, "docs/predict.md", "exec"), namespace)
+    assert sorted((k, len(v)) for k, v in namespace["tracks"].items()) == [(0, 7), (1, 7)]
+    assert all(p.shape == (68, 2) for v in namespace["tracks"].values() for p in v)
