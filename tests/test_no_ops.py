@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from facealign.cli import main
@@ -85,3 +86,36 @@ def test_predict_reports_empty_image_and_video_files(model_path, tmp_path, capsy
     assert rc == 1
     assert _err_lines(capsys) == [f"facealign: skipped {tmp_path / 'empty.jpg'}: empty file (0 bytes), not an image",
                                   f"facealign: skipped {tmp_path / 'empty.mp4'}: empty file (0 bytes), not a video"]
+
+
+# ---------------------------------------------------------------- item 7a: the rotation recipe in the docs
+class _FindsOnlyOneTurn:
+    """A stand-in FaceAligner: on the `turn`-th predict call, one face whose 68 landmarks all sit on the
+    image's brightest pixel (x, y); no face on the other calls."""
+
+    def __init__(self, turn: int):
+        self.turn, self.calls = turn, 0
+
+    def predict(self, image):
+        from facealign.predict import Face
+        self.calls += 1
+        if self.calls != self.turn:
+            return []
+        y, x = np.unravel_index(np.asarray(image)[..., 0].argmax(), image.shape[:2])
+        return [Face(np.zeros(4, np.float32), 1.0, np.tile(np.float32([x, y]), (68, 1)))]
+
+
+@pytest.mark.parametrize("turn", [1, 2, 3])
+def test_the_docs_rotation_recipe_maps_landmarks_back(tmp_path, turn):
+    from pathlib import Path
+
+    from PIL import Image
+    text = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    code = text.split("<!-- example: rotations")[1].split("```python\n")[1].split("```")[0]
+    image = np.zeros((4, 7, 3), np.uint8)  # H 4, W 7
+    image[2, 5] = 255  # the "face" at x = 5, y = 2
+    Image.fromarray(image).save(tmp_path / "sideways.png")
+    namespace = {"fa": _FindsOnlyOneTurn(turn)}
+    exec(compile(code.replace('"sideways.jpg"', repr(str(tmp_path / "sideways.png"))), "docs", "exec"), namespace)
+    assert namespace["k"] == turn
+    np.testing.assert_array_equal(namespace["original"], np.tile([5.0, 2.0], (68, 1)))

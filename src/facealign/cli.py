@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video only: One Euro filter per face track (Casiez et al. 2012). ALPHA in (0, 1] is the "
                         "weight of the new frame while the face is still (1 = off, 0.3 = strong); fast motion raises "
                         "it so moving faces do not lag. A face overlapping no track (IoU < 0.3) starts a new one; a "
-                        "track survives 3 frames without its face")
+                        "track survives 3 frames without its face; a shot cut ends every track")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
                    help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
     p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), 'fast' (96 px, one crop, ~10x faster than default, NME 0.0431 vs 0.0341), a .safetensors file, a checkpoint (.pt) or, with "
