@@ -273,3 +273,20 @@ def test_the_landmark_smoother_example_in_the_docs_runs_on_the_cut_clip(model_pa
     exec(compile(code, "docs/predict.md", "exec"), namespace)
     assert sorted((k, len(v)) for k, v in namespace["tracks"].items()) == [(0, 7), (1, 7)]
     assert all(p.shape == (68, 2) for v in namespace["tracks"].values() for p in v)
+
+
+def test_cuts_between_real_photos_are_found_and_pans_within_them_are_not(shared_300w):
+    """Two 300W helen photos as two shots, each panned 6 px/frame over 6 frames (with sensor noise):
+    only the frame where the photo changes is a cut."""
+    from facealign.imageio import load_rgb
+    photos = sorted((shared_300w / "helen" / "testset").glob("*.jpg"))[:2]
+    rng = np.random.default_rng(7)
+    frames = []
+    for photo in photos:
+        rgb = load_rgb(photo)
+        side = min(rgb.shape[:2]) * 3 // 4
+        for i in range(6):
+            crop = rgb[:side, 6 * i:6 * i + side].astype(np.float32) + rng.normal(0, 3, (side, side, 3))
+            frames.append(cv2.resize(np.clip(crop, 0, 255).astype(np.uint8), (240, 240), interpolation=cv2.INTER_AREA))
+    det = CutDetector()
+    assert [det(f) for f in frames] == [i == 6 for i in range(12)]
