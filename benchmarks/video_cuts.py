@@ -1,8 +1,10 @@
 """Measure the shot-cut signal of `facealign.tracking.CutDetector` on natural clips and on cuts.
 
-The signal is the Pearson correlation of consecutive frames' 32 x 32 grayscale thumbnails. Natural clips
+The signal is the Pearson correlation of consecutive frames' 32 x 32 grayscale thumbnails, at the best
+of the shifts up to 2 thumbnail pixels each way (`facealign.tracking.MAX_SHIFT`). Natural clips
 (one shot) should stay high; cuts (another shot) should fall. Prints one row per clip family: the lowest
-correlation within shots and the highest across cuts, then the margin each side of the threshold.
+correlation within shots and the highest across cuts, the detector's cost per frame, then the margin
+each side of the threshold.
 
     .venv/bin/python benchmarks/video_cuts.py [--data ../shared/data/300W]
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import timeit
 from pathlib import Path
 
 import cv2
@@ -27,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import SECOND_FACE_PX, write_clip, write_cut_clip  # noqa: E402
 
-from facealign.tracking import CUT_MIN_CORRELATION, frame_thumbnail, thumbnail_correlation  # noqa: E402
+from facealign.tracking import CUT_MIN_CORRELATION, CutDetector, frame_thumbnail, thumbnail_correlation  # noqa: E402
 from facealign.video import iter_frames  # noqa: E402
 
 
@@ -124,6 +127,12 @@ def main() -> None:
     lo = min(v for name, k, _, _, v in rows if k == "shot" and "drift 20" not in name)
     hi = max(v for _, k, _, _, v in rows if k == "cut")
     t = CUT_MIN_CORRELATION
+    for h, w in ((240, 240), (720, 1280), (1080, 1920)):  # what the check adds to every frame
+        frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2)]
+        detector = CutDetector()
+        detector(frames[0])
+        seconds = timeit.timeit(lambda: detector(frames[1]), number=100) / 100
+        print(f"CutDetector cost, {w} x {h} frame: {seconds * 1e3:.1f} ms (one thread)")
     print(f"\nlowest within a shot {lo:.3f} (pans up to 15 px/frame; 20 px/frame exceeds MAX_SHIFT, left out), "
           f"highest across a cut {hi:.3f}; threshold {t}: margin "
           f"{lo - t:+.3f} above (shots kept), {t - hi:+.3f} below (cuts found)")
