@@ -188,6 +188,9 @@ def test_cut_detector_flags_only_the_first_frame_of_a_new_shot():
     det = CutDetector()
     assert [det(f) for f in (first, first, second, second, first)] == [False, False, True, False, True]
     assert det.last < CUT_MIN_CORRELATION
+    black = np.zeros_like(first)
+    det = CutDetector()  # a dip to black: the frame after it is compared with the one before it
+    assert [det(f) for f in (first, black, black, second, black, second)] == [False, False, False, True, False, False]
     with pytest.raises(ValueError, match="min_correlation"):
         CutDetector(1.5)
 

@@ -40,6 +40,7 @@ RESET_IOU = 0.3       # a box overlapping its track's last box less than this st
 MAX_MISSED = 3        # frames a track survives without a matching face
 THUMB_SIZE = 32       # side of the grayscale thumbnail compared between frames, pixels
 MAX_SHIFT = 2         # thumbnail pixels (1/16 of the frame) a shot may move between frames: pans, shake
+FLAT_STD = 1.0        # grey levels: a thumbnail this uniform (a black or white frame) has nothing to compare
 # Below this thumbnail correlation two consecutive frames are a cut. Measured (benchmarks/video_cuts.py,
 # docs/predict.md): within shots >= 0.950 (pans up to 10 px/frame on 240 px, shake, noise, zoom, 300W
 # photos), across cuts <= 0.712 (200 pairs of 300W photos; LFW faces <= 0.30). Halfway: ~0.12 margin each side.
@@ -130,7 +131,10 @@ class CutDetector:
     """Call once per frame with the (H, W, 3) RGB frame; True when it starts a new shot (a cut).
 
     A cut is a thumbnail correlation with the previous frame below `min_correlation`; the first frame is
-    not a cut (there is nothing to carry over). `last` holds the last frame's correlation (None at first).
+    not a cut (there is nothing to carry over). A flat frame (thumbnail std < `FLAT_STD` grey levels: a
+    fade to black) is never a cut and is skipped as the reference, so the frame after a fade is compared
+    with the last frame before it: a dip to black between two people is still a cut. `last` holds the
+    last frame's correlation (None at first and on flat frames).
     """
 
     def __init__(self, min_correlation: float = CUT_MIN_CORRELATION):
@@ -142,6 +146,9 @@ class CutDetector:
 
     def __call__(self, rgb: np.ndarray) -> bool:
         thumb = frame_thumbnail(rgb)
+        if float(thumb.std()) < FLAT_STD:
+            self.last = None
+            return False
         self.last = None if self.previous is None else thumbnail_correlation(self.previous, thumb)
         self.previous = thumb
         return self.last is not None and self.last < self.min_correlation
