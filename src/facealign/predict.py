@@ -24,6 +24,7 @@ from facealign.imageio import ImageLoadError, load_rgb
 from facealign.inference.aligner import DEFAULT_MIN_SCORE, Face, FaceAligner, as_rgb  # noqa: F401 (re-exported)
 from facealign.io import atomic_write_text, safe_stem  # noqa: F401 (re-exported)
 from facealign.outputs import CSV_HEADER, OutputNames, annotate, csv_row, image_json, save_image, write_json
+from facealign.rotations import detect_turned, turn_faces
 from facealign.video import DEFAULT_BETA, VIDEO_EXTENSIONS, process_video
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
@@ -120,11 +121,14 @@ class PredictReport:
 
 def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: FaceAligner, pts: bool = False,
                 csv: bool = False, draw: bool = False, smooth: float | None = None,
-                smooth_beta: float | None = None, progress: bool = True, images_per_batch: int = 8) -> PredictReport:
+                smooth_beta: float | None = None, progress: bool = True, images_per_batch: int = 8,
+                rotations: bool = False) -> PredictReport:
     """The `facealign predict` job. Unreadable inputs are reported on stderr (one line each) and skipped.
 
     out_dir "-": each image's JSON document goes to stdout, one line per image (JSON Lines); nothing is
     written to disk, so --pts, --csv, --draw and videos are refused.
+    rotations: an image without an upright face is retried turned by 90, 180 and 270 degrees
+    (`facealign.rotations`); its JSON then says by how much (`rotation`), coordinates stay the file's.
     """
     from tqdm import tqdm
 
@@ -155,6 +159,7 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
     if smooth is not None and not videos:
         warnings.warn("--smooth applies to videos only; no video among the inputs, so it changes nothing")
     rows: list[list] = []
+    turned: dict[Path, tuple] = {}  # --rotations: path -> (the file's image, quarter turns used)
 
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress or not images, file=sys.stderr)
     t0 = time.perf_counter()
@@ -163,20 +168,31 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
         for path in images[start:start + images_per_batch]:
             try:
                 rgb = load_rgb(path)
-                loaded.append((path, rgb, aligner.detect(rgb)))
+                if rotations:  # aligned on the turned image, mapped back below
+                    used, dets, k = detect_turned(aligner, rgb)
+                    turned[path] = (rgb, k)
+                    loaded.append((path, used, dets))
+                else:
+                    loaded.append((path, rgb, aligner.detect(rgb)))
             except Exception as e:  # one bad file is reported, never fatal
                 msg = str(e) if isinstance(e, ImageLoadError) else f"{e.__class__.__name__}: {e}"
                 fail(str(path), msg.removeprefix(f"{path}: "))
         loaded, results = _align_each(aligner, loaded, fail)
         for (path, rgb, _), faces in zip(loaded, results):
+            if path in turned:
+                rgb, k = turned.pop(path)
+                faces = turn_faces(faces, k, rgb.shape[1], rgb.shape[0])
+                doc = {**image_json(str(path), rgb, faces, aligner), "rotation": 90 * k}
+            else:
+                doc = image_json(str(path), rgb, faces, aligner)
             report.images += 1
             report.faces += len(faces)
             if to_stdout:
-                print(json.dumps(image_json(str(path), rgb, faces, aligner)), flush=True)
+                print(json.dumps(doc), flush=True)
                 continue
             stem = names.stem(path)
             json_path = names.path(f"{stem}.json")
-            write_json(json_path, image_json(str(path), rgb, faces, aligner))
+            write_json(json_path, doc)
             report.outputs[str(path)] = json_path
             if pts:
                 for i, face in enumerate(faces):
