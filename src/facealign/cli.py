@@ -219,7 +219,8 @@ def cmd_predict(args) -> int:
     aligner = FaceAligner(args.model, detector=args.detector, device=args.device, backend=args.backend,
                           upsample=args.upsample, min_score=args.min_score, threads=args.threads)
     report = run_predict(args.inputs, args.output, aligner, pts=args.pts, csv=args.csv, draw=args.draw,
-                         smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet)
+                         smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet,
+                         rotations=args.rotations)
     videos = f", {report.videos} videos ({report.frames} frames)" if report.videos else ""
     to_stdout = str(args.output) == "-"
     print(f"predict: {report.images} images{videos}, {report.faces} faces, {len(report.failures)} failed "
@@ -468,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this (default: the "
                    "detector's measured threshold, docs/detection.md)")
+    p.add_argument("--rotations", action="store_true",
+                   help="images only: when no face is found, retry the image turned by 90, 180 and 270 degrees "
+                        "(up to 3 more detector passes per image without an upright face); the JSON's rotation "
+                        "says which turn found the faces, coordinates stay the file's")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
