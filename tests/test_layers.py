@@ -14,7 +14,7 @@ LAYERS = {
     "facealign.version": 0, "facealign._lazy": 0, "facealign.io": 0, "facealign.imageio": 0, "facealign.hardware": 0, "facealign.fpstate": 0,
     "facealign.data": 0,
     "facealign.models": 1, "facealign.checkpoint": 1, "facealign.losses": 1, "facealign.metrics": 1,
-    "facealign.baselines": 1,
+    "facealign.baselines": 1, "facealign.baselines.dlib_ert": 3, "facealign.baselines.trained": 3,
     "facealign.inference": 2,
     "facealign.train": 3, "facealign.evaluate": 3, "facealign.export": 3, "facealign.packaging": 3,
     "facealign.report": 3, "facealign.detection_eval": 3, "facealign.study_report": 3, "facealign.study_checks": 3, "facealign.outputs": 3,

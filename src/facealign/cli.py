@@ -107,7 +107,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from facealign.baselines import get_trained_baseline
+    from facealign.baselines.trained import get_trained_baseline
     make_config, train = get_trained_baseline(args.method)
     overrides = {k: getattr(args, k) for k in ("out", "cache_dir", "threads") if getattr(args, k) is not None}
     cfg = make_config(data=args.data, **overrides, **_set_pairs(args.set))

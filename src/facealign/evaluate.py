@@ -43,7 +43,7 @@ PREDICTORS: dict[str, Callable] = {"dlib": _dlib_predictor}
 
 def load_predictor(model: str, device: str = "cpu", flip_tta: bool | None = None):
     """A named predictor (`PREDICTORS`), a `dlib-ert` run folder or dlib .dat file, or a torch model spec."""
-    from facealign.baselines.dlib_ert import is_run, load_run
+    from facealign.baselines.dlib_predictor import is_run, load_run
     named = model in PREDICTORS
     if named or is_run(model):
         if flip_tta is not None:

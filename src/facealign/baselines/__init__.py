@@ -1,23 +1,3 @@
-"""Non-learned-here baselines run through the same evaluation harness, and baselines we train ourselves.
-
-`TRAINED` maps a trainable baseline's name (`facealign baseline NAME`) to a factory returning
-(make_config(**overrides) -> frozen config, train(config) -> final summary).
-"""
-from __future__ import annotations
-
-from typing import Callable
-
-
-def _dlib_ert():
-    from facealign.baselines import dlib_ert
-    return dlib_ert.make_config, dlib_ert.train_ert
-
-
-TRAINED: dict[str, Callable] = {"dlib-ert": _dlib_ert}
-
-
-def get_trained_baseline(name: str):
-    """(make_config, train) of a trainable baseline; an unknown name raises ValueError listing the valid ones."""
-    if name not in TRAINED:
-        raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(TRAINED)}")
-    return TRAINED[name]()
+"""Baselines run through the same evaluation harness as our models: dlib's shipped predictor and any dlib
+shape-predictor file (`dlib_predictor`, including `dlib-ert` runs), and the baselines we train ourselves
+(`trained`: `facealign baseline NAME`; the trainers are in the training layer)."""

@@ -31,10 +31,9 @@ import numpy as np
 from facealign.data.boxes import BoxCache, DetectorConfig, face_boxes, landmark_box, union_box
 from facealign.data.layouts import DataError, index_dataset, split_train_val
 from facealign.data.scheme import flip_landmarks
+from facealign.baselines.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
 from facealign.io import atomic_path, atomic_write_json
 
-MODEL_FILE = "predictor.dat"
-NAME = "dlib-ert"
 # The fields of DlibErtConfig that are dlib.shape_predictor_training_options attributes, copied one to one.
 DLIB_OPTIONS = ("cascade_depth", "num_trees_per_cascade_level", "tree_depth", "oversampling_amount",
                 "oversampling_translation_jitter", "nu", "feature_pool_size", "lambda_param", "num_test_splits",
@@ -252,21 +251,3 @@ def train_ert(cfg: DlibErtConfig, log: Callable[[str], None] = lambda m: print(m
     val_text = "-" if val_nme is None else f"{val_nme:.4f} on {counts['val_used']} faces"
     log(f"{NAME}: trained in {seconds:.0f} s; validation NME {val_text} -> {run_dir / MODEL_FILE}")
     return summary
-
-
-# ---------------------------------------------------------------- loading
-def is_run(path: str | Path) -> bool:
-    """A `dlib-ert` run folder (holds predictor.dat) or a dlib shape-predictor .dat file."""
-    p = Path(path)
-    return (p.is_dir() and (p / MODEL_FILE).is_file()) or (p.suffix == ".dat" and p.is_file())
-
-
-def load_run(path: str | Path):
-    """A `DlibPredictor` on a run folder's predictor.dat (named after the run's method) or on a .dat file."""
-    from facealign.baselines.dlib_predictor import DlibPredictor
-    p = Path(path)
-    if p.is_dir():
-        config = p / "config.json"
-        name = json.loads(config.read_text()).get("method", NAME) if config.is_file() else NAME
-        return DlibPredictor(p / MODEL_FILE, name)
-    return DlibPredictor(p, p.stem)

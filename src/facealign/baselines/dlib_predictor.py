@@ -6,6 +6,7 @@ exactly the same box conversion, so the two are compared on identical inputs.
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,3 +54,25 @@ class DlibPredictor:
             # dlib reports integer pixel indices, i.e. pixel centres in our 0-based frame
             out.append([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)])
         return np.asarray(out, dtype=np.float32).reshape(len(boxes), 68, 2)  # 68: also for no boxes
+
+
+# ---------------------------------------------------------------- runs of `facealign baseline dlib-ert`
+# (trained by facealign.baselines.dlib_ert; loading them lives here, below the evaluation layer)
+ERT_MODEL_FILE = "predictor.dat"
+ERT_NAME = "dlib-ert"
+
+
+def is_run(path: str | Path) -> bool:
+    """A `dlib-ert` run folder (holds predictor.dat) or a dlib shape-predictor .dat file."""
+    p = Path(path)
+    return (p.is_dir() and (p / ERT_MODEL_FILE).is_file()) or (p.suffix == ".dat" and p.is_file())
+
+
+def load_run(path: str | Path):
+    """A `DlibPredictor` on a run folder's predictor.dat (named after the run's method) or on a .dat file."""
+    p = Path(path)
+    if p.is_dir():
+        config = p / "config.json"
+        name = json.loads(config.read_text()).get("method", ERT_NAME) if config.is_file() else ERT_NAME
+        return DlibPredictor(p / ERT_MODEL_FILE, name)
+    return DlibPredictor(p, p.stem)
