@@ -210,41 +210,6 @@ def cmd_demo(args) -> int:
     return demo(args.data)
 
 
-def cmd_predict(args) -> int:
-    from facealign.inference.aligner import FaceAligner
-    from facealign.predict import run_predict
-    from facealign.video import DEFAULT_BETA, check_smoothing
-    if args.smooth is not None:
-        check_smoothing(args.smooth, DEFAULT_BETA if args.smooth_beta is None else args.smooth_beta)
-    aligner = FaceAligner(args.model, detector=args.detector, device=args.device, backend=args.backend,
-                          upsample=args.upsample, min_score=args.min_score, threads=args.threads)
-    report = run_predict(args.inputs, args.output, aligner, pts=args.pts, csv=args.csv, draw=args.draw,
-                         smooth=args.smooth, smooth_beta=args.smooth_beta, progress=not args.quiet,
-                         rotations=args.rotations)
-    videos = f", {report.videos} videos ({report.frames} frames)" if report.videos else ""
-    to_stdout = str(args.output) == "-"
-    print(f"predict: {report.images} images{videos}, {report.faces} faces, {len(report.failures)} failed "
-          f"-> {'stdout' if to_stdout else args.output}", file=sys.stderr if to_stdout else sys.stdout)
-    return 1 if report.failures else 0
-
-
-def cmd_quantize(args) -> int:
-    from facealign.export import run_quantize
-    r = run_quantize(args.model, args.output, args.data, args.calibration, args.split, args.eval_split)
-    print(f"wrote {r['output']}: calibrated on {r['calibration']}; NME on {r['eval_split']} ({r['boxes']}): "
-          f"fp32 {r['nme_fp32']:.5f}, int8 {r['nme_int8']:.5f} ({r['nme_change']:+.2%}; "
-          f"{'within' if r['ok'] else 'OVER'} the {r['max_change']:.0%} limit)")
-    return 0 if r["ok"] else 1
-
-
-def cmd_export(args) -> int:
-    from facealign.export import format_export_report, run_export
-    path, report = run_export(args.model, args.output, data=args.data, opset=args.opset, input_size=args.input_size,
-                              tolerance=args.tolerance)
-    print(format_export_report(path, report))
-    return 0 if report["ok"] else 1
-
-
 def cmd_bench(args) -> int:
     from facealign.bench import run_bench
     result = run_bench(args.data, args.model, args.backend, args.split, args.repeats, args.threads, args.output,
@@ -292,6 +257,20 @@ def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
 
 MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
              "for every method), whole-image (the study's protocol) or skip (left out of the metric)")
+
+
+# Subcommands with a module of their own in facealign.commands (HELP, add_arguments, run; DESCRIPTION optional).
+SUBCOMMAND_MODULES = ("predict", "quantize", "export")
+
+
+def _add_module_command(sub, name: str) -> None:
+    import importlib
+    module = importlib.import_module(f"facealign.commands.{name}")
+    description = getattr(module, "DESCRIPTION", None)
+    p = sub.add_parser(name, help=module.HELP, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter if description else argparse.HelpFormatter)
+    module.add_arguments(p)
+    p.set_defaults(func=module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -432,69 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data for the metrics demo used while no default model is installed")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser(
-        "predict", help="detect faces and predict landmarks on images, folders, globs and videos",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Detect faces (dlib HOG) and predict 68 landmarks.\n\n"
-        "outputs in OUTDIR, per image: <stem>.json (image size, model, per face: box, score, landmarks),\n"
-        "  --pts <stem>_<i>.pts per face, --draw <stem>_annotated.png|jpg;\n"
-        "per video: <stem>/frame_000000.json ... (one per frame, faces carry a track id), <stem>/video.json,\n"
-        "  --pts <stem>/frame_000000_<i>.pts, --draw <stem>/annotated.mp4;\n"
-        "--csv: OUTDIR/landmarks.csv, one row per face (and frame), 136 coordinate columns x0,y0..x67,y67.\n"
-        "Stems are sanitised (never outside OUTDIR) and deduplicated (name, name-2, ...).\n"
-        "Unreadable inputs are reported on stderr and skipped; exit status 1 if any failed.")
-    p.add_argument("inputs", nargs="+", metavar="PATH",
-                   help="images, folders (searched recursively for images), glob patterns, videos (.mp4 .avi .mov .mkv)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="output folder, or - for the JSON documents on stdout (one line per image)")
-    p.add_argument("--pts", action="store_true", help="also write one .pts file per face")
-    p.add_argument("--csv", action="store_true", help="also write OUTDIR/landmarks.csv")
-    p.add_argument("--draw", action="store_true", help="also write annotated images / an annotated video (mp4v)")
-    p.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
-                   help="video only: One Euro filter per face track (Casiez et al. 2012). ALPHA in (0, 1] is the "
-                        "weight of the new frame while the face is still (1 = off, 0.3 = strong); fast motion raises "
-                        "it so moving faces do not lag. A face overlapping no track (IoU < 0.3) starts a new one; a "
-                        "track survives 3 frames without its face; a shot cut ends every track")
-    p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
-                   help="One Euro speed coefficient (default 10, per face size per frame; 0 = plain moving average)")
-    p.add_argument("--model", default="default", help="'default' (224 px), 'default160' (the previous default, 160 px, ~1.8x faster), 'fast' (96 px, one crop, ~10x faster than default, NME 0.0431 vs 0.0341), a .safetensors file, a checkpoint (.pt) or, with "
-                                                      "--backend onnx, an .onnx file from `facealign export`")
-    p.add_argument("--backend", default=None, help="torch, onnx (exported once, cached) or onnx-int8 (a shipped "
-                   "int8 graph); default: the packaged model's fastest measured backend within 0.5%% NME (default: "
-                   "onnx-int8, default160 and fast: onnx), onnx for an .onnx file, torch otherwise")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (HOG, default), dlib-cnn, mtcnn "
-                   "(docs/detection.md)")
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
-    p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this (default: the "
-                   "detector's measured threshold, docs/detection.md)")
-    p.add_argument("--rotations", action="store_true",
-                   help="images only: when no face is found, retry the image turned by 90, 180 and 270 degrees "
-                        "(up to 3 more detector passes per image without an upright face); the JSON's rotation "
-                        "says which turn found the faces, coordinates stay the file's")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("quantize", help="static int8 ONNX graph of a model, calibrated on training faces, "
-                       "with its NME change measured")
-    p.add_argument("model", help="'default', 'default160', 'fast', a .safetensors file or an .onnx file from `facealign export`")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the int8 .onnx file to write")
-    p.add_argument("--data", type=Path, required=True, help="data root: calibration and evaluation faces")
-    p.add_argument("--calibration", type=int, default=256, help="training faces to calibrate on (default 256)")
-    p.add_argument("--split", default="train", help="calibration split (default train; never a test split)")
-    p.add_argument("--eval-split", default="common", help="split on which the NME change is measured")
-    p.set_defaults(func=cmd_quantize)
-
-    p = sub.add_parser("export", help="export a model to ONNX and check it against torch")
-    p.add_argument("model", help="'default', 'default160', 'fast', a .safetensors file (card beside it) or a training checkpoint (.pt)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--input-size", type=int, default=None, help="default: the model card's input_size")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),
-                   help="real faces for the check (generated faces if this folder is missing)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch|, normalised crop units")
-    p.set_defaults(func=cmd_export)
+    for name in SUBCOMMAND_MODULES:  # subcommands that own their arguments, run and printing
+        _add_module_command(sub, name)
 
     p = sub.add_parser("serve", help="HTTP landmark service and web page (needs the serve extras)")
     from facealign.serve.command import add_arguments as _add_serve_arguments, run as _serve
