@@ -30,8 +30,14 @@ def tiny_grid(tmp_path_factory):
     data = make_300w_fixture(tmp / "300W", {"afw": 6, "helen/trainset": 6, "helen/testset": 3}, size=96)
     kw = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, cache_dir=str(tmp / "cache"))
     out, report = tmp / "results", tmp / "report"
-    rows = run_grid(str(data), out, preset=None, only="efficientnet_b0-*-mse", protocol="gt", progress=False,
-                    report_dir=report, command="facealign experiments (test)", **kw)
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 32 px networks train fastest on one thread; a busy CPU made 2 threads thrash
+    try:
+        rows = run_grid(str(data), out, preset=None, only="efficientnet_b0-*-mse", protocol="gt", progress=False,
+                        report_dir=report, command="facealign experiments (test)", **kw)
+    finally:
+        torch.set_num_threads(threads)
     return data, out, report, rows, kw
 
 
