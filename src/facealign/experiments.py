@@ -185,3 +185,55 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
     return write_report(runs, Path(report_dir or out), split=test_splits[0], protocol=protocol, misses=misses,
                         order=[e.name for e in select(only, best, grids)] + ["dlib"])
 
+
+
+DEVICE_GRID = "facealign-device-grid"  # grid.json of benchmarks/device_grid.py
+
+
+def import_grid(file: Path, out: Path, report_dir: Path | None = None) -> list[dict]:
+    """Merge a `benchmarks/device_grid.py` grid.json (runs trained and evaluated on a lent GPU) into OUT/runs
+    and rebuild the report; returns the table rows.
+
+    Each evaluated run becomes OUT/runs/NAME (config.json marked with the `device` it ran on, `status` and
+    epochs done; final.json with its history; eval/ with its per-face errors), replacing an earlier import
+    of the same name. The device evaluates one detector-miss handling (gt-box), so OUT/runs/grid.json must
+    name the same split, box protocol and misses (it is written when absent): import into its own folder,
+    not into a CPU grid that also evaluated `whole-image`.
+    """
+    try:
+        grid = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--import {file}: cannot read it as JSON ({e.__class__.__name__})") from None
+    if not isinstance(grid, dict) or grid.get("format") != DEVICE_GRID:
+        raise ValueError(f"--import {file}: not a grid.json of benchmarks/device_grid.py (format {DEVICE_GRID!r})")
+    runs = Path(out) / "runs"
+    setting = {"splits": [grid["split"]], "protocol": grid["protocol"], "misses": list(grid["misses"])}
+    if (runs / GRID_FILE).is_file():
+        ran = json.loads((runs / GRID_FILE).read_text())
+        if any(ran.get(k) != v for k, v in setting.items()):
+            raise ValueError(f"{runs / GRID_FILE} evaluates {ran.get('splits')} / {ran.get('protocol')} / "
+                             f"{ran.get('misses')}, the device grid {setting['splits']} / {setting['protocol']} / "
+                             f"{setting['misses']}: import into another -o folder")
+    else:
+        atomic_write_json(runs / GRID_FILE, {"command": grid["command"], "preset": grid["preset"],
+                                             "grids": grid["grids"], "only": None, **setting,
+                                             "overrides": grid.get("overrides", {}), "device": grid["device"]})
+    names = []
+    for rec in grid["runs"]:
+        if not rec.get("eval") or not rec.get("history"):
+            continue  # stopped before its first epoch, or not evaluated: nothing to report
+        dest = runs / rec["name"]
+        marks = {"device": grid["device"], "status": rec["status"], "epochs_done": rec["epochs_done"],
+                 "imported_from": str(file)}
+        atomic_write_json(dest / "config.json", {**rec["config"], **marks})
+        best = min((h["val_nme"] for h in rec["history"] if h.get("val_nme") is not None), default=None)
+        atomic_write_json(dest / "final.json", {"name": rec["name"], "best_val_nme": best, "epochs": rec["epochs"],
+                                                "history": rec["history"], **marks})
+        ev = rec["eval"]
+        atomic_write_json(eval_path(dest, grid["split"], grid["protocol"], grid["misses"][0]),
+                          {"summary": ev["summary"], "faces": ev["faces"], "errors": ev["errors"]})
+        names.append(rec["name"])
+    if not names:
+        raise ValueError(f"--import {file}: no run finished an epoch and was evaluated; nothing to import")
+    return write_report(runs, Path(report_dir or out), split=grid["split"], protocol=grid["protocol"],
+                        misses=grid["misses"], order=names)

@@ -65,6 +65,20 @@ class RunRecord:
             return "-"
         return self.config["config"].get("init") or "random"
 
+    @property
+    def device(self) -> str:
+        """Where it was trained: the GPU an imported device-grid run names (`experiments --import`), else CPU."""
+        return (self.config or {}).get("device") or "CPU"
+
+    @property
+    def preset(self) -> str:
+        """The `facealign.train.PRESETS` entry whose every value the config has ('-': baselines, 'custom')."""
+        if self.config is None:
+            return "-"
+        from facealign.train import PRESETS
+        cfg = self.config["config"]
+        return next((n for n, p in PRESETS.items() if all(cfg.get(k) == v for k, v in p.items())), "custom")
+
     def errors(self, miss: str) -> np.ndarray:
         return np.asarray(self.evals[miss]["errors"], np.float64)
 
@@ -106,7 +120,7 @@ def table_rows(records: list[RunRecord], misses) -> list[dict]:
     """One row per record, best headline NME first."""
     rows = []
     for r in records:
-        row = {"experiment": r.name, "backbone init": r.init}
+        row = {"experiment": r.name, "backbone init": r.init, "preset": r.preset, "device": r.device}
         for i, m in enumerate(misses):
             s = r.evals[m]["summary"]
             tag = f"{m}" + (", study" if m == "whole-image" else "")
@@ -121,7 +135,8 @@ def table_rows(records: list[RunRecord], misses) -> list[dict]:
             vals = [h["val_nme"] for h in r.history]
             best = int(np.argmin(vals))
             row["best val NME"] = vals[best]
-            row["best epoch"] = f"{best + 1}/{len(vals)}"
+            planned = r.config["config"].get("epochs", len(vals))
+            row["best epoch"] = f"{best + 1}/{len(vals)}" + (f" (stopped; {planned} planned)" if len(vals) < planned else "")
             change = _last_change(r.history)
             row["val NME change, last 3 epochs"] = None if change is None else f"{change * 100:+.1f}%"
             row["train min"] = round(sum(h["epoch_s"] for h in r.history) / 60, 1)

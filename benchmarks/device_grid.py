@@ -1,0 +1,253 @@
+"""The study's grid on a lent GPU in one call: train from packs under a deadline, evaluate, return <= 8 files.
+
+Trains every experiment of the named grids (`facealign.experiments.GRIDS`) at `--preset` (default `seed`:
+224 px, batch 64, 40 epochs) as separate `facealign train` processes, `--parallel` at a time, from a train
+pack. At the training deadline the running ones are stopped (SIGTERM between atomic checkpoint writes:
+`--resume` continues them) and the ones not started are recorded as such. Each run's best checkpoint is then
+evaluated on the test pack's split with the pack's stored detector boxes (faces the detector missed were
+packed around their ground-truth landmark box: the `gt-box` handling, the shipped models' headline), so the
+device needs no dlib and no photos. Written to OUT (flat, at most 8 files, each far under 16 MiB):
+
+  grid.json       every run: experiment, config, environment, status, epochs done / planned, history,
+                  per-face NME array and summary, timings; the device name, the command, the estimates
+  grid.log        this script's log (launches, CPU-measured img/s and extrapolated times, stops, results)
+  best1.safetensors + best1.json, best2.safetensors + best2.json   the 2 best runs (fp16, `facealign package`)
+
+`facealign experiments --import OUT/grid.json -o FOLDER` turns grid.json into run folders and a report.
+benchmarks/device_grid.sh wraps this (and makes the tiny packs for `--tiny`); docs/training.md has the
+device command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "facealign-device-grid"
+SPLIT, PROTOCOL, MISS = "common", "detector", "gt-box"
+# Issue 22's probe: the seed recipe (B0 + heatmap + MSE, 224 px, batch 64, 40 epochs) trained in about
+# 2 min on an H200 with the tensor loader: 734 training faces x 40 epochs / 120 s.
+GPU_PROBE_IMG_S = 734 * 40 / 120
+# A pack holds one box protocol: the grid trains and validates on the packed detector boxes (the seed
+# preset's `seed` training boxes would need a second pack), recorded in every run's config.
+DEVICE = {"train_box": "detector", "val_box": "detector"}
+TINY = {"size": 32, "batch_size": 4, "epochs": 1, "max_steps": 1, "train_box": "gt", "val_box": "gt",
+        "drop_undetected": False}
+
+
+def log(msg: str, fh=None) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if fh is not None:
+        fh.write(line + "\n")
+        fh.flush()
+
+
+def experiments(grids: list[str], extra: list[str], only: str | None):
+    """The grids' experiments plus `--extra BACKBONE:INIT` (its 6 head/loss runs), filtered by `only`."""
+    from facealign.experiments import HEAD_LOSSES, Experiment, select
+    runs = select(only, False, tuple(grids))
+    for spec in extra:
+        backbone, _, init = spec.partition(":")
+        runs += [Experiment(backbone, h, l, init or None) for h, losses in HEAD_LOSSES.items() for l in losses]
+    return runs
+
+
+def train_command(exp, pack: str, runs: Path, preset: str, overrides: dict) -> list[str]:
+    cmd = [sys.executable, "-m", "facealign.cli", "train", "--data", pack, "--preset", preset,
+           "--backbone", exp.backbone, "--head", exp.head, "--loss", exp.loss, "--out", str(runs),
+           "--cache-dir", str(runs / "cache" / exp.name), "--resume"]  # a second call continues stopped runs
+    for k, v in {**({"init": exp.init} if exp.init else {}), **overrides}.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    return cmd
+
+
+def run_pool(commands: dict[str, list[str]], parallel: int, deadline: float, logs: Path, fh=None) -> dict:
+    """Run the commands, `parallel` at a time, until all end or time.time() passes `deadline`.
+
+    Returns {name: {"status", "train_s"}}: status 'exit N', 'stopped at deadline' or 'not started'."""
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running, done = list(commands), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel and time.time() < deadline:
+            name = pending.pop(0)
+            out = open(logs / f"{name}.log", "w")
+            running[name] = (subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True), time.time(), out)
+            log(f"started {name}: {shlex.join(commands[name])}", fh)
+        for name, (p, t0, out) in list(running.items()):
+            if p.poll() is not None:
+                out.close()
+                done[name] = {"status": f"exit {p.returncode}", "train_s": time.time() - t0}
+                log(f"{name}: exit {p.returncode} after {time.time() - t0:.0f} s", fh)
+                del running[name]
+        if time.time() >= deadline:
+            for name, (p, t0, out) in running.items():
+                os.killpg(p.pid, signal.SIGTERM)  # checkpoints are written atomically: none is half-written
+                p.wait()
+                out.close()
+                done[name] = {"status": "stopped at deadline", "train_s": time.time() - t0}
+                log(f"{name}: stopped at the deadline after {time.time() - t0:.0f} s", fh)
+            running = {}
+            for name in pending:
+                done[name] = {"status": "not started", "train_s": 0.0}
+                log(f"{name}: not started (deadline)", fh)
+            pending = []
+        time.sleep(0.2)
+    return {name: done[name] for name in commands}
+
+
+def evaluate_pack(predictor, pack_path: str, split: str) -> dict:
+    """Per-face NME on a pack's split from its stored boxes, predictions mapped back to image pixels."""
+    from facealign.data.pack import read_pack
+    from facealign.metrics import evaluate_landmarks
+    t0 = time.time()
+    with read_pack(pack_path) as pack:
+        faces = pack.records(split)
+        preds = []
+        for f in faces:
+            p = np.asarray(predictor.predict(pack.crop(f.index), pack.boxes[f.index][None]), np.float64)[0]
+            a = pack.transforms[f.index]  # image -> packed crop: x_p = A x + t
+            preds.append((p - a[:, 2]) @ np.linalg.inv(a[:, :2]).T)
+        gt = np.stack([f.landmarks for f in faces])
+        misses = sum(1 for f in faces if f.detected is False)
+        errors, summary = evaluate_landmarks(np.stack(preds), gt)
+    summary.update(faces=len(faces), detector_misses=misses, skipped=0, miss=MISS, box_protocol=pack.box_protocol,
+                   split=split)
+    return {"summary": summary, "faces": [f.key for f in faces], "errors": errors.tolist(),
+            "seconds": time.time() - t0}
+
+
+def measure_img_s(exp, size: int, batch: int, seconds: float = 3.0) -> float:
+    """Training img/s of one experiment's network on this machine's CPU (forward + backward, random data)."""
+    import torch
+    from facealign.models import build_model
+    torch.manual_seed(0)
+    model = build_model(exp.backbone, exp.head)
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(batch, 3, size, size)
+    n, t0 = 0, None
+    while t0 is None or time.time() - t0 < seconds:
+        loss = sum(v.float().mean() for v in model(x).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if t0 is None:
+            t0 = time.time()  # the first step (allocation) is not timed
+        else:
+            n += batch
+    return n / (time.time() - t0)
+
+
+def run_record(exp, runs: Path, logs: Path, state: dict) -> dict:
+    run = runs / exp.name
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else None
+    history = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+               if (run / "metrics.jsonl").is_file() else [])
+    log_file = logs / f"{exp.name}.log"
+    tail = log_file.read_text(errors="replace").splitlines()[-5:] if log_file.is_file() else []
+    return {"name": exp.name, "backbone": exp.backbone, "head": exp.head, "loss": exp.loss, "init": exp.init,
+            **state, "epochs_done": len(history), "epochs": config["config"]["epochs"] if config else None,
+            "config": config, "history": history, "log_tail": tail, "eval": None}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help="train pack (`facealign data pack ROOT -o train.fapack`)")
+    p.add_argument("--test", required=True, help=f"test pack holding split {SPLIT!r} with detector boxes")
+    p.add_argument("--out", type=Path, required=True, help="the returned folder (<= 8 files)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/device-grid"), help="run folders, caches, run logs")
+    p.add_argument("--grids", nargs="+", default=["study", "imagenet"])
+    p.add_argument("--extra", nargs="*", default=[], metavar="BACKBONE:INIT",
+                   help="more backbones, 6 head/loss runs each, e.g. mediapipe_facemesh:mediapipe (its weights "
+                        "must travel with the checkout)")
+    p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss} within --grids")
+    p.add_argument("--preset", default="seed")
+    p.add_argument("--parallel", type=int, default=None, help="concurrent runs (default: all on a GPU, 2 on a CPU)")
+    p.add_argument("--deadline-min", type=float, default=8.0, help="everything ends by then (default 8)")
+    p.add_argument("--eval-reserve-min", type=float, default=1.5, help="of the deadline, kept for evaluation")
+    p.add_argument("--best", type=int, default=2, help="runs shipped as fp16 safetensors (at most 2)")
+    p.add_argument("--tiny", action="store_true", help=f"CPU smoke test: {TINY}")
+    a = p.parse_args(argv)
+    t_start = time.time()
+    import torch
+    from facealign.evaluate import TorchPredictor
+    from facealign.io import atomic_write_json
+    from facealign.packaging import package_run
+    a.out.mkdir(parents=True, exist_ok=True)
+    fh = open(a.out / "grid.log", "a")
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else "CPU"
+    exps = experiments(a.grids, a.extra, a.only)
+    if a.tiny:  # one heatmap and one regression run
+        exps = [e for e in exps if e.loss == "mse"][:2]
+    from facealign.train import make_config
+    overrides = TINY if a.tiny else DEVICE
+    cfg = make_config(a.preset, **overrides)
+    # measured for none of these yet: ~6 GiB per training process is a guess with room (B0, 224 px, batch 64, fp16)
+    fits = int(torch.cuda.mem_get_info()[0] // (6 * 2**30)) if cuda else 2
+    parallel = max(1, a.parallel or min(len(exps), fits))
+    log(f"device {device}; {len(exps)} runs at preset {a.preset} (size {cfg.size}, batch {cfg.batch_size}, "
+        f"{cfg.epochs} epochs), {parallel} at a time; deadline {a.deadline_min} min", fh)
+
+    from facealign.data.pack import read_pack
+    with read_pack(a.train) as pack:
+        n_train = int(len(pack.records(cfg.train_split)) * (1 - cfg.val_fraction))
+    cpu_img_s = measure_img_s(exps[0], cfg.size, min(cfg.batch_size, 16), 1.0 if a.tiny else 3.0)
+    images = n_train * cfg.epochs * len(exps)
+    estimate = {"train_faces": n_train, "images_to_train": images, "cpu_img_s": cpu_img_s,
+                "cpu_img_s_what": f"{exps[0].name}, {cfg.size} px, batch {min(cfg.batch_size, 16)}, forward+backward, "
+                                  f"{torch.get_num_threads()} threads",
+                "cpu_grid_s": images / cpu_img_s, "gpu_probe_img_s": GPU_PROBE_IMG_S,
+                "gpu_grid_serial_s": images / GPU_PROBE_IMG_S}
+    log(f"CPU: {cpu_img_s:.1f} img/s ({estimate['cpu_img_s_what']}): the grid ({images} images) would take "
+        f"{estimate['cpu_grid_s'] / 3600:.2f} h here; at the H200 probe's {GPU_PROBE_IMG_S:.0f} img/s per run, "
+        f"{estimate['gpu_grid_serial_s'] / 60:.1f} min one run at a time", fh)
+
+    deadline = t_start + a.deadline_min * 60
+    runs, logs = a.work / "runs", a.work / "logs"
+    commands = {e.name: train_command(e, a.train, runs, a.preset, overrides) for e in exps}
+    states = run_pool(commands, parallel, deadline - a.eval_reserve_min * 60, logs, fh)
+    records = [run_record(e, runs, logs, states[e.name]) for e in exps]
+
+    grid = {"format": FORMAT, "version": 1, "device": device, "cuda": cuda, "command": shlex.join(sys.argv),
+            "preset": a.preset, "grids": a.grids, "extra": a.extra, "overrides": overrides, "tiny": a.tiny,
+            "split": SPLIT, "protocol": PROTOCOL, "misses": [MISS], "parallel": parallel,
+            "deadline_s": a.deadline_min * 60, "estimate": estimate, "best": [], "wall_s": None, "runs": records}
+    atomic_write_json(a.out / "grid.json", grid)  # rewritten after each step: a killed call still returns it
+    for rec in records:
+        best = runs / rec["name"] / "checkpoint_best.pt"
+        if not best.is_file():
+            log(f"{rec['name']}: no checkpoint ({rec['status']}); not evaluated", fh)
+            continue
+        if time.time() > deadline:
+            log(f"{rec['name']}: not evaluated (deadline)", fh)
+            continue
+        rec["eval"] = evaluate_pack(TorchPredictor(best, "cuda" if cuda else "cpu"), a.test, SPLIT)
+        s = rec["eval"]["summary"]
+        log(f"{rec['name']}: {rec['epochs_done']}/{rec['epochs']} epochs ({rec['status']}), {SPLIT} NME {s['nme']:.4f} "
+            f"on {s['n']} faces ({s['detector_misses']} detector misses -> {MISS})", fh)
+        atomic_write_json(a.out / "grid.json", grid)
+
+    ranked = sorted((r for r in records if r["eval"]), key=lambda r: r["eval"]["summary"]["nme"])[:min(a.best, 2)]
+    for i, rec in enumerate(ranked, 1):
+        package_run(runs / rec["name"], a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
+        log(f"best{i}: {rec['name']}", fh)
+    grid.update(best=[r["name"] for r in ranked], wall_s=time.time() - t_start)
+    atomic_write_json(a.out / "grid.json", grid)
+    log(f"done in {time.time() - t_start:.0f} s: {sum(1 for r in records if r['eval'])}/{len(records)} runs "
+        f"evaluated -> {a.out}/grid.json", fh)
+    fh.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
