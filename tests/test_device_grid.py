@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facealign.experiments import import_grid
-from facealign.study_report import RunRecord
+from facealign.study_report import RunRecord, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_FILES, LIMIT_BYTES = 8, 16 * 2**20  # what the device tool returns from $OUT
@@ -150,3 +150,17 @@ def test_lever_sweep_returns_flat_files_under_the_limits(tmp_path):
     mod.RETURN_BYTES = 1000  # a weights file over the limit fails loudly instead of losing the return
     with pytest.raises(ValueError, match="breaks the device limits"):
         mod.write_return(rows, out, tmp_path / "OUT2", ["e300", "fpn4-e300"], "table")
+
+
+def test_initialisation_column_names_the_kind_of_weights():
+    def row(init):
+        ev = {"gt-box": {"summary": {"nme": 0.1, "auc": 0.2, "fr": 0.0, "n": 1, "detector_misses": 0}}}
+        return table_rows([RunRecord("x", {"config": {"init": init, "epochs": 3}}, [
+            {"val_nme": v, "epoch_s": 60.0} for v in (0.4, 0.3, 0.2)], ev, None)], ["gt-box"])[0]
+    assert [row(i)["backbone init"] for i in (None, "imagenet", "mediapipe")] == [
+        "random", "ImageNet", "face-pretrained (mediapipe)"]
+    assert row(None)["best epoch"] == "3/3" and row(None)["preset"] == "custom"
+    stopped = table_rows([RunRecord("x", {"config": {"epochs": 40}}, [{"val_nme": 0.2, "epoch_s": 1.0}],
+                                    {"gt-box": {"summary": {"nme": 0.1, "auc": 0.2, "fr": 0.0, "n": 1,
+                                                            "detector_misses": 0}}}, None)], ["gt-box"])[0]
+    assert stopped["best epoch"] == "1/1 (stopped; 40 planned)"

@@ -25,6 +25,8 @@ from facealign.report import plot_ced, plt, write_table
 from facealign.study_checks import CHECKS, auc_threshold_for, render_readme
 
 RECORD_FILES = ("config.json", "final.json")
+# The table's initialisation column: TrainConfig.init -> its kind (issue 22: random / ImageNet / face-pretrained).
+INIT_LABELS = {"random": "random", "imagenet": "ImageNet", "mediapipe": "face-pretrained (mediapipe)"}
 GRID_FILE = "grid.json"  # how the grid was run: {"command", "preset", "grids", ...}
 
 
@@ -120,7 +122,8 @@ def table_rows(records: list[RunRecord], misses) -> list[dict]:
     """One row per record, best headline NME first."""
     rows = []
     for r in records:
-        row = {"experiment": r.name, "backbone init": r.init, "preset": r.preset, "device": r.device}
+        row = {"experiment": r.name, "backbone init": INIT_LABELS.get(r.init, r.init), "preset": r.preset,
+               "device": r.device}
         for i, m in enumerate(misses):
             s = r.evals[m]["summary"]
             tag = f"{m}" + (", study" if m == "whole-image" else "")
