@@ -164,3 +164,14 @@ def test_initialisation_column_names_the_kind_of_weights():
                                     {"gt-box": {"summary": {"nme": 0.1, "auc": 0.2, "fr": 0.0, "n": 1,
                                                             "detector_misses": 0}}}, None)], ["gt-box"])[0]
     assert stopped["best epoch"] == "1/1 (stopped; 40 planned)"
+
+
+def test_seed_preset_rows_lead_the_table():
+    ev = lambda nme: {"gt-box": {"summary": {"nme": nme, "auc": 0.2, "fr": 0.0, "n": 1, "detector_misses": 0}}}  # noqa: E731
+    seed = {"size": 224, "batch_size": 64, "epochs": 40}
+    cpu = {"size": 128, "batch_size": 16, "epochs": 12}
+    records = [RunRecord("cpu-good", {"config": cpu}, None, ev(0.05), None),
+               RunRecord("seed-bad", {"config": seed}, None, ev(0.09), None),
+               RunRecord("seed-good", {"config": seed}, None, ev(0.06), None),
+               RunRecord("dlib", None, None, ev(0.03), None)]
+    assert [r["experiment"] for r in table_rows(records, ["gt-box"])] == ["seed-good", "seed-bad", "dlib", "cpu-good"]

@@ -2,7 +2,7 @@
 
 Reads, per run folder: config.json (resolved config + environment), final.json (per-epoch history),
 eval/{split}_{protocol}_{miss}.json (summary + per-face errors) and eval/speed.json. Writes into DEST:
-  results.md / .csv / .json   the table, best headline NME first;
+  results.md / .csv / .json   the table: `seed`-preset rows first (issue 22), each group best headline NME first;
   ced_all.png                 every model's CED, headline protocol; ced_all_{miss}.png for the others;
   ced_{name}.png              one model, one curve per detector-miss handling;
   curves.png                  validation NME and training loss per epoch, per backbone;
@@ -119,7 +119,8 @@ def _last_change(history: list[dict], k: int = 3) -> float | None:
 
 
 def table_rows(records: list[RunRecord], misses) -> list[dict]:
-    """One row per record, best headline NME first."""
+    """One row per record: rows trained at the `seed` preset (the study's settings) first, then the rest; each
+    group best headline NME first."""
     rows = []
     for r in records:
         row = {"experiment": r.name, "backbone init": INIT_LABELS.get(r.init, r.init), "preset": r.preset,
@@ -148,7 +149,7 @@ def table_rows(records: list[RunRecord], misses) -> list[dict]:
                         "train min": None if r.train_seconds is None else round(r.train_seconds / 60, 1)})
         row["CPU ms/face"] = None if r.speed is None else round(r.speed["cpu_ms_per_face"], 2)
         rows.append(row)
-    rows.sort(key=lambda row: row[f"NME ({misses[0]})"])
+    rows.sort(key=lambda row: (row["preset"] != "seed", row[f"NME ({misses[0]})"]))
     return rows
 
 
