@@ -153,7 +153,9 @@ def run_record(exp, runs: Path, logs: Path, state: dict) -> dict:
     history = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
                if (run / "metrics.jsonl").is_file() else [])
     log_file = logs / f"{exp.name}.log"
-    tail = log_file.read_text(errors="replace").splitlines()[-5:] if log_file.is_file() else []
+    # the last 5 lines that are no progress bar (tqdm redraws with \r): epoch summaries, errors
+    lines = log_file.read_text(errors="replace").replace("\r", "\n").splitlines() if log_file.is_file() else []
+    tail = [x[:300] for x in lines if x.strip() and "%|" not in x][-5:]
     return {"name": exp.name, "backbone": exp.backbone, "head": exp.head, "loss": exp.loss, "init": exp.init,
             **state, "epochs_done": len(history), "epochs": config["config"]["epochs"] if config else None,
             "config": config, "history": history, "log_tail": tail, "eval": None}
@@ -186,7 +188,13 @@ def main(argv=None) -> int:
     fh = open(a.out / "grid.log", "a")
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else "CPU"
-    exps = experiments(a.grids, a.extra, a.only)
+    for pack_file in (a.train, a.test):
+        if not Path(pack_file).is_file():
+            p.error(f"no pack {pack_file} (make device-grid-prep writes them; the device call carries .device)")
+    try:
+        exps = experiments(a.grids, a.extra, a.only)
+    except ValueError as e:
+        p.error(str(e))
     if a.tiny:  # one heatmap and one regression run
         exps = [e for e in exps if e.loss == "mse"][:2]
     from facealign.train import make_config
@@ -201,7 +209,11 @@ def main(argv=None) -> int:
     from facealign.data.pack import read_pack
     with read_pack(a.train) as pack:
         n_train = int(len(pack.records(cfg.train_split)) * (1 - cfg.val_fraction))
-    cpu_img_s = measure_img_s(exps[0], cfg.size, min(cfg.batch_size, 16), 1.0 if a.tiny else 3.0)
+    try:
+        cpu_img_s = measure_img_s(exps[0], cfg.size, min(cfg.batch_size, 16), 1.0 if a.tiny else 3.0)
+    except Exception as e:  # noqa: BLE001  (an estimate is not worth the call)
+        log(f"CPU img/s not measured: {e.__class__.__name__}: {e}", fh)
+        cpu_img_s = float("nan")
     images = n_train * cfg.epochs * len(exps)
     estimate = {"train_faces": n_train, "images_to_train": images, "cpu_img_s": cpu_img_s,
                 "cpu_img_s_what": f"{exps[0].name}, {cfg.size} px, batch {min(cfg.batch_size, 16)}, forward+backward, "
@@ -231,7 +243,12 @@ def main(argv=None) -> int:
         if time.time() > deadline:
             log(f"{rec['name']}: not evaluated (deadline)", fh)
             continue
-        rec["eval"] = evaluate_pack(TorchPredictor(best, "cuda" if cuda else "cpu"), a.test, SPLIT)
+        try:  # one failing run must not lose the others' results
+            rec["eval"] = evaluate_pack(TorchPredictor(best, "cuda" if cuda else "cpu"), a.test, SPLIT)
+        except Exception as e:  # noqa: BLE001
+            rec["eval_error"] = f"{e.__class__.__name__}: {e}"
+            log(f"{rec['name']}: evaluation failed: {rec['eval_error']}", fh)
+            continue
         s = rec["eval"]["summary"]
         log(f"{rec['name']}: {rec['epochs_done']}/{rec['epochs']} epochs ({rec['status']}), {SPLIT} NME {s['nme']:.4f} "
             f"on {s['n']} faces ({s['detector_misses']} detector misses -> {MISS})", fh)
@@ -239,8 +256,11 @@ def main(argv=None) -> int:
 
     ranked = sorted((r for r in records if r["eval"]), key=lambda r: r["eval"]["summary"]["nme"])[:min(a.best, 2)]
     for i, rec in enumerate(ranked, 1):
-        package_run(runs / rec["name"], a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
-        log(f"best{i}: {rec['name']}", fh)
+        try:
+            package_run(runs / rec["name"], a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
+            log(f"best{i}: {rec['name']}", fh)
+        except Exception as e:  # noqa: BLE001  (grid.json still comes back)
+            log(f"best{i}: packaging {rec['name']} failed: {e.__class__.__name__}: {e}", fh)
     grid.update(best=[r["name"] for r in ranked], wall_s=time.time() - t_start)
     atomic_write_json(a.out / "grid.json", grid)
     log(f"done in {time.time() - t_start:.0f} s: {sum(1 for r in records if r['eval'])}/{len(records)} runs "

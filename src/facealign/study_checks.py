@@ -177,9 +177,12 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
         out += ["Produced by:", "", f"    {grid['command']}", ""]
     out += ["## Setup", "",
             f"- Training: {settings}; backbone init as in the table (`random` = the study's grid as run here, "
-            "`imagenet` = EfficientNet-Lite0's ImageNet weights, the only ones obtainable offline).",
+            "`ImageNet` = EfficientNet-Lite0's ImageNet weights, the only ones obtainable offline); `preset` names "
+            "the `facealign train` preset a row's settings match, `device` where it trained (a GPU: "
+            "`benchmarks/device_grid.sh`, imported by `facealign experiments --import`).",
             f"- Machine: {env.get('cpu', {}).get('cpu', '?')}, {env.get('threads', '?')} threads, "
-            f"torch {env.get('torch', '?')}, no GPU." if env else "- Machine: unknown."]
+            f"torch {env.get('torch', '?')}, "
+            + (f"GPU {env.get('device_name')}." if env.get("cuda") else "no GPU.") if env else "- Machine: unknown."]
     if differs:
         out.append("- **Not the study's settings:** " + ", ".join(f"{k} {a} (study: {b})" for k, (a, b) in
                                                                   differs.items())
@@ -188,7 +191,9 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     boxes = BOX_TEXT.get(facts["protocol"], f"the `{facts['protocol']}` protocol")
     out += [f"- Test set: `{split}` (helen/testset); boxes: {boxes}. "
             f"Headline: detector misses get the ground-truth box (`{misses[0]}`), so every method sees the same "
-            f"boxes; second column: the study's protocol (`{misses[-1]}`: a miss gets the whole image).",
+            f"boxes" + (f"; second column: the study's protocol (`{misses[-1]}`: a miss gets the whole image)."
+                        if len(misses) > 1 else " (the only handling a device grid evaluates: its packs hold no "
+                                                "whole images)."),
             f"- Metrics (docs/metrics.md): NME = mean point error / inter-ocular (outer eye corners) distance; "
             f"AUC@{t:g} = area under the CED up to {t:g}, divided by {t:g}; FR@{t:g} = share of faces with NME > {t:g}.",
             "", "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`. `train min` "
