@@ -223,6 +223,11 @@ def main(argv=None) -> int:
     log(f"CPU: {cpu_img_s:.1f} img/s ({estimate['cpu_img_s_what']}): the grid ({images} images) would take "
         f"{estimate['cpu_grid_s'] / 3600:.2f} h here; at the H200 probe's {GPU_PROBE_IMG_S:.0f} img/s per run, "
         f"{estimate['gpu_grid_serial_s'] / 60:.1f} min one run at a time", fh)
+    train_s = (a.deadline_min - a.eval_reserve_min) * 60 - (time.time() - t_start)
+    estimate["needed_img_s"] = images / max(train_s, 1.0)
+    log(f"to finish every run in the {train_s:.0f} s left for training: {estimate['needed_img_s']:.0f} img/s in all, "
+        f"{estimate['needed_img_s'] / GPU_PROBE_IMG_S:.1f}x the probe's single-run rate; runs the deadline stops "
+        f"keep their epochs so far (their cosine schedule unfinished) and continue with a second call", fh)
 
     deadline = t_start + a.deadline_min * 60
     runs, logs = a.work / "runs", a.work / "logs"
