@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from accuracy_gate import load_reference, subset_records  # noqa: E402
+from accuracy_gate import load_reference, measure, subset_records  # noqa: E402
 
 from facealign.hardware import cpu_summary  # noqa: E402
 from facealign.imageio import load_rgb  # noqa: E402
-from facealign.inference import load_runner  # noqa: E402
-from facealign.metrics import per_image_nme  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +30,13 @@ def main() -> None:
     ref = load_reference()
     records = subset_records(args.data)
     boxes = np.array([f["box"] for f in ref["faces"]], np.float32)
-    gt = np.stack([r.landmarks for r in records])
     images = [load_rgb(r.image) for r in records]
     print(f"CPU: {cpu_summary()}\n")
     print("| model | int8 graph | fp32 NME (reference) | int8 NME | change |\n|---|---|---:|---:|---:|")
     for spec in args.graphs:
         model, path = spec.split(":", 1)
-        runner = load_runner(path, "onnx-int8", threads=1)
-        pred = np.stack([runner.predict(im, b[None])[0] for im, b in zip(images, boxes)])
-        nme, fp32 = per_image_nme(pred, gt, "inter_ocular").mean(), ref["models"][model]["torch"]["nme"]
+        # the gate's own measurement (the runner's crop and TTA path, onnxruntime on 1 thread)
+        nme, fp32 = measure(path, "onnx-int8", records, boxes, images).mean(), ref["models"][model]["torch"]["nme"]
         print(f"| {model} | {path} | {fp32:.5f} | {nme:.5f} | {nme / fp32 - 1:+.2%} |")
 
 
