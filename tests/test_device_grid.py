@@ -29,7 +29,9 @@ def _driver():
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("device") / "OUT"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_grid.sh"), "--tiny", str(out)], cwd=ROOT,
+    # the face-pretrained backbone named explicitly: the test must not depend on the default's detection
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_grid.sh"), "--tiny", str(out),
+                           "--extra", "mediapipe_facemesh:mediapipe"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out, json.loads((out / "grid.json").read_text())
@@ -50,10 +52,12 @@ def test_grid_json_holds_every_run_by_value(tiny):
     assert (g["format"], g["device"], g["cuda"], g["tiny"], g["preset"]) == ("facealign-device-grid", "CPU", False,
                                                                              True, "seed")
     assert (g["split"], g["protocol"], g["misses"]) == ("common", "detector", ["gt-box"])
-    assert [r["name"] for r in g["runs"]] == ["efficientnet_b0-heatmap-mse", "efficientnet_b0-regression-mse"]
+    # tiny: a heatmap run of the first backbone, a regression run of the last (the face-pretrained one)
+    assert [r["name"] for r in g["runs"]] == ["efficientnet_b0-heatmap-mse", "mediapipe_facemesh-regression-mse"]
+    assert g["extra"] == ["mediapipe_facemesh:mediapipe"]
     for r in g["runs"]:
         assert (r["status"], r["epochs_done"], r["epochs"]) == ("exit 0", 1, 1)
-        assert r["config"]["config"]["size"] == 32 and r["config"]["config"]["backbone"] == "efficientnet_b0"
+        assert r["config"]["config"]["size"] == 32 and r["config"]["config"]["backbone"] == r["backbone"]
         assert len(r["history"]) == 1 and np.isfinite(r["history"][0]["val_nme"])
         assert r["train_s"] > 0
         ev = r["eval"]

@@ -9,14 +9,21 @@ import csv
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: must be chosen before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from facealign.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from facealign.metrics import DEFAULT_THRESHOLD, auc, ced_curve
 
-from facealign.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
-from facealign.metrics import DEFAULT_THRESHOLD, auc, ced_curve  # noqa: E402
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend, imported on the first plot: the GPU machine that
+    trains and evaluates from packs has no matplotlib (benchmarks/device_env)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: must be chosen before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 PLOT_DPI = 150
 PLOT_SIZE_IN = (6.0, 4.5)
@@ -47,6 +54,7 @@ def plot_ced(
     Returns the written path.
     """
     entries = ced_legend_entries(errors_by_method, threshold)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=PLOT_SIZE_IN)
     try:
         for label, e in entries:

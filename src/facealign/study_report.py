@@ -21,7 +21,7 @@ import numpy as np
 
 from facealign.io import atomic_write_bytes, atomic_write_text
 from facealign.metrics import DEFAULT_THRESHOLD, auc
-from facealign.report import plot_ced, plt, write_table
+from facealign.report import plot_ced, pyplot, write_table
 from facealign.study_checks import CHECKS, auc_threshold_for, render_readme
 
 RECORD_FILES = ("config.json", "final.json")
@@ -160,6 +160,7 @@ def plot_curves(records: list[RunRecord], path: Path) -> Path:
     for r in trained:
         groups.setdefault(f"{r.config['config']['backbone']} ({r.init} init)", []).append(r)
     cols = max(1, len(groups))
+    plt = pyplot()
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.4), squeeze=False)
     try:
         for c, (title, runs) in enumerate(groups.items()):
