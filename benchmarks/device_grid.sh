@@ -2,7 +2,7 @@
 # The study's grid on a lent GPU in one call (issue 22): benchmarks/device_grid.py trains every run of the
 # `study` and `imagenet` grids at --preset seed from .device/seed-train.fapack under an 8-minute deadline,
 # evaluates each on .device/seed-common.fapack (stored detector boxes; misses -> gt-box) and writes at most
-# 8 flat files to OUT_DIR: grid.json, grid.log, best{1,2}.safetensors + .json.
+# 8 flat files to OUT_DIR: grid.json, grid.log, gpu.log, best{1,2}.safetensors + .json.
 # Prepare here first: `make device-grid-prep` (the two packs at the seed crop, Lite0 weights, into .device/); the device call carries
 # `.device` (docs/training.md has the exact `run` call). Import: `facealign experiments --import OUT_DIR/grid.json`.
 #   usage: benchmarks/device_grid.sh [--tiny] OUT_DIR [device_grid.py options...]
@@ -17,6 +17,8 @@ export PYTHONPATH="$PWD/src:$PWD/.device${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 if [ -z "$TINY" ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >>"$OUT/grid.log" 2>&1 || true
+    # GPU load every 20 s (gpu.log, a 7th file): tells the next call whether more runs at once would fit
+    (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 20 >"$OUT/gpu.log" 2>&1 &) || true
     exec "$PY" benchmarks/device_grid.py --train .device/seed-train.fapack --test .device/seed-common.fapack \
         --out "$OUT" --work "${WORK:-/tmp/device-grid}" "$@"
 fi
