@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", required=True, help=f"test pack holding split {SPLIT!r} with detector boxes")
     p.add_argument("--out", type=Path, required=True, help="the returned folder (<= 8 files)")
     p.add_argument("--work", type=Path, default=Path("/tmp/device-grid"), help="run folders, caches, run logs")
-    p.add_argument("--grids", nargs="+", default=["study", "imagenet"])
+    p.add_argument("--grids", nargs="*", default=["study", "imagenet"], help="none: only the --extra runs")
     p.add_argument("--extra", nargs="*", default=None, metavar="BACKBONE:INIT",
                    help="more backbones, 6 head/loss runs each (default: mediapipe_facemesh:mediapipe when its "
                         "weights travel, `make device-grid-prep` copies them into .device/; `--extra` alone: none)")
