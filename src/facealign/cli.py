@@ -10,6 +10,8 @@ from facealign.data.boxes import FAIR_MISS
 from facealign.data.layouts import DataError
 from facealign.data.pts import PtsError
 from facealign.imageio import ImageLoadError
+from facealign.commands.train import add_train_flags as _add_train_flags, overrides as _overrides, \
+    set_pairs as _set_pairs
 
 # Errors caused by user input: printed as one line, exit status 2, no traceback.
 USER_ERRORS = (DataError, PtsError, ImageLoadError, FileNotFoundError, LookupError, ValueError)
@@ -74,36 +76,6 @@ def cmd_boxes(args) -> int:
     for path, reason in stats["failures"]:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
     return 1 if stats["failures"] else 0
-
-
-def _overrides(args) -> dict:
-    """Explicit flags plus `--set key=value` pairs (values parsed as JSON when possible)."""
-    values = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    return {**values, **_set_pairs(args.set)}
-
-
-def _set_pairs(items: list[str] | None) -> dict:
-    """`--set key=value` pairs as a dict (values parsed as JSON when possible, else kept as strings)."""
-    import json
-    values = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
-
-
-def cmd_train(args) -> int:
-    from facealign.train import make_config, train
-    cfg = make_config(args.preset, data=args.data, **_overrides(args))
-    summary = train(cfg, resume=args.resume)
-    best = summary["best_val_nme"]
-    print(f"{cfg.name}: best validation NME {'- (no validation)' if best is None else f'{best:.4f}'} -> {cfg.run_dir}")
-    return 0
 
 
 def cmd_baseline(args) -> int:
@@ -230,35 +202,6 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", default="auto", type=str.lower, help="300w, menpo, generic or auto (default); any case")
 
 
-TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
-               "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
-               "loader", "amp", "threads")
-
-
-def _add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
-    if not grid:
-        p.add_argument("--backbone")
-        p.add_argument("--head")
-        p.add_argument("--loss")
-        p.add_argument("--out", help="parent folder of run folders (default runs/)")
-    for name, kind in (("epochs", int), ("batch_size", int), ("size", int), ("lr", float), ("workers", int),
-                       ("context", float),
-                       ("seed", int), ("max_steps", int), ("threads", int)):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    for name in ("init", "device", "train_box", "val_box", "cache_dir"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name)
-    p.add_argument("--init-model", dest="init_model",
-                   help="fine-tune: start from this packaged model name, .safetensors or checkpoint (whole network)")
-    p.add_argument("--init-backbone", dest="init_backbone",
-                   help="transfer: start the backbone (not the head) from this packaged model name, .safetensors or "
-                        "checkpoint; every backbone tensor must exist there with the same shape")
-    p.add_argument("--loader", help="tensor (default: batched augmentation on the training device) or workers "
-                                    "(numpy per sample in DataLoader processes)")
-    p.add_argument("--amp", help="auto (default: fp16 on CUDA, fp32 on the CPU), off, bf16 (CPUs with AMX/AVX512-BF16) "
-                                 "or fp16 (CUDA)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any TrainConfig field")
-
-
 MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
              "for every method), whole-image (the study's protocol) or skip (left out of the metric)")
 
@@ -327,15 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_boxes)
 
-    p = sub.add_parser("train", help="train one model (resumable)")
-    p.add_argument("--data", type=str, required=True, help="data root, or a pack file from `facealign data pack`")
-    p.add_argument("--preset", default=None,
-                   help="seed (the study: 224 px, batch 64, 40 epochs), cpu (128 px, batch 16, 12 epochs), default "
-                        "(the shipped model's recipe: tf_efficientnet_lite0 + fpn + integral_bce, 160 px, 90 epochs) "
-                        "or fast (the `fast` model's: Lite0 pruned after stride 16 + fpn16, 96 px, 90 epochs)")
-    p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint_last.pt")
-    _add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    _add_module_command(sub, "train")
 
     p = sub.add_parser("baseline", help="train a baseline method on our training faces (dlib-ert: dlib's ERT shape "
                                         "predictor, the equal-data comparison)")
@@ -435,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for run records
     warnings.showwarning = _warn_one_line
     try:
         return args.func(args)

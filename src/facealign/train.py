@@ -1,4 +1,4 @@
-"""Training: config, presets, a readable loop, checkpoints and exact resume.
+"""Training: a readable loop, checkpoints and exact resume (the config and presets: `facealign.train_config`).
 
 Determinism: shuffling (DistributedSampler seeded with `seed`, reshuffled per
 epoch), augmentation (a function of seed, epoch, index) and torch's RNG (reseeded
@@ -8,7 +8,6 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -17,7 +16,6 @@ import signal
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,6 @@ from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.dataset import CachedFaces, EpochSampler
 from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
-from facealign.data.transforms import AugmentConfig
 from facealign.imageio import load_rgb
 from facealign.fpstate import flush_denormals
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
@@ -40,96 +37,12 @@ from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
+from facealign.train_config import (PRESETS, RESUME_FREE, TrainConfig, config_dict,  # noqa: F401 (re-exported)
+                                    make_config)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training default lives here; the CLI and presets override fields."""
-
-    data: str = "../shared/data/300W"
-    layout: str = "auto"
-    train_split: str = "train"
-    val_fraction: float = 0.2
-    backbone: str = "efficientnet_b0"
-    head: str = "heatmap"
-    loss: str = "mse"
-    feature_index: int = -1
-    init: str | None = None
-    # Fine-tuning: a packaged model name, .safetensors or checkpoint whose whole network (backbone and
-    # head) starts the run; its backbone/head must match. Replaces `init`.
-    init_model: str | None = None
-    # Transfer: a packaged model / .safetensors / checkpoint whose BACKBONE weights start this run's backbone
-    # (every tensor of this backbone must exist there with the same shape, e.g. a pruned Lite0 taking the
-    # face-trained weights of a full one); the head starts fresh. Replaces `init`.
-    init_backbone: str | None = None
-    size: int = 224  # network input, pixels
-    batch_size: int = 64
-    epochs: int = 40
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    sigma: float = 1.0  # heatmap Gaussian std, in heatmap cells
-    context: float = 0.1  # box enlargement before cropping (the study: 10%)
-    train_box: str = "seed"  # the study's training boxes
-    drop_undetected: bool = True  # detector boxes: skip faces the detector missed (train and validation)
-    val_box: str = "detector"  # model selection on honest boxes
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 0
-    workers: int = 1  # DataLoader processes of the `workers` loader (persistent across epochs)
-    loader: str = "tensor"  # LOADERS: `tensor` = batched augmentation on the device, `workers` = numpy per sample
-    amp: str = "auto"  # AMP_MODES: auto = fp16 on CUDA, fp32 on the CPU (bf16 measured slower there)
-    channels_last: bool = True
-    threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default, all cores)
-    device: str = "auto"
-    cache_dir: str | None = None
-    max_steps: int | None = None  # steps per epoch cap (tests, smoke runs)
-    out: str = "runs"
-
-    @property
-    def name(self) -> str:
-        return f"{self.backbone}-{self.head}-{self.loss}"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) / self.name
-
-
-# Presets override TrainConfig fields. `cpu` is sized by measurement for the study's grid on 2 CPU cores
-# (docs/results/README.md): 128 px keeps the study head's 4x4 heatmaps (3x3 at 96 px); batch 16 gives
-# twice the steps of 32 at the same img/s; 12 epochs fit 18 runs in under 2 hours.
-PRESETS: dict[str, dict] = {
-    "seed": {"size": 224, "batch_size": 64, "epochs": 40},
-    "cpu": {"size": 128, "batch_size": 16, "epochs": 12},
-    # The shipped default model: ImageNet lite0, fused stride-8 heatmaps, trained on honest boxes.
-    "default": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn", "loss": "integral_bce",
-                "size": 160, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
-                "val_box": "detector"},
-    # The `fast` model (issue 11): Lite0 pruned after stride 16 + a 32-channel stride-4 FPN head, 96 px,
-    # one crop: 57 MMAC per face (torch.utils.flop_counter), against about 1 GMAC for `default` with flip.
-    "fast": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn16", "loss": "integral_bce",
-             "size": 96, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
-             "val_box": "detector"},
-}
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or infinite; the message names the step."""
-
-
-# Fields that may differ when resuming (they do not change what is computed).
-RESUME_FREE = {"workers", "device", "cache_dir", "out", "data", "threads"}
-
-
-def make_config(preset: str | None = None, **overrides) -> TrainConfig:
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    values = {**PRESETS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
-    if isinstance(values.get("augment"), dict):
-        values["augment"] = AugmentConfig(**values["augment"])
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
-    if values.get("init_model") and values.get("init_backbone"):
-        raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
-    return TrainConfig(**values)
 
 
 def head_kind(head: str) -> str:
@@ -137,10 +50,6 @@ def head_kind(head: str) -> str:
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     return HEADS[head].kind
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
 
 
 def environment() -> dict:
@@ -307,14 +216,17 @@ def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
         raise ValueError(f"cannot resume: config differs from the checkpoint's in {detail}")
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train one model; returns the final summary (also written to run_dir/final.json)."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str | None = None) -> dict:
+    """Train one model; returns the final summary (also written to run_dir/final.json).
+
+    command: the command line that started the run, recorded in run_dir/config.json (and from there in a
+    packaged model's card)."""
     # Denormal floats (tiny gradients late in training) make x86 CPU math up to 30x slower.
     with flush_denormals():
-        return _train(cfg, resume, progress)
+        return _train(cfg, resume, progress, command)
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None = None) -> dict:
     from tqdm import tqdm
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not dist.is_initialized():
@@ -359,7 +271,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
     start_epoch, best, history = 0, float("inf"), []
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
     if not resume and last_path.is_file():
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                         "--out or --name")
     if resume and last_path.is_file():
         try:
             ckpt = load_checkpoint(last_path)
@@ -374,8 +287,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool) -> dict:
     if main_proc:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a run killed mid-write; the real files are intact
+        if resume and (run_dir / "config.json").is_file():  # the command that started the run, not `--resume`'s
+            command = json.loads((run_dir / "config.json").read_text()).get("command") or command
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
-                                                    "world_size": world, **init_source(cfg)})
+                                                    "world_size": world, "command": command, **init_source(cfg)})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     writer = _tensorboard(run_dir) if main_proc else None
