@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/300W
 
-.PHONY: install demo test browser bench bench-loader device-prep device-grid-prep clean
+.PHONY: install demo test browser bench bench-loader device-prep device-grid-prep device-levers-prep clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,13 @@ device-grid-prep: $(STAMP)
 	find .device -name __pycache__ -prune -exec rm -rf {} +
 	du -sh .device
 	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .device | cut -f1) )); echo "checkout + .device: $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
+
+# What a lent GPU needs for `benchmarks/device_grid.sh OUT --levers ...` (issue 20): the default recipe's crop
+# (context 0.4) at up to 224 px, training faces at JPEG q75 (the carry's 64 MiB with the checkout), test faces at q90.
+# The call carries these two packs and the Lite0 package (docs/training.md), not the seed packs.
+device-levers-prep: device-grid-prep
+	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.4 --quality 75 -o .device/levers-train.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split common --size 224 --context 0.4 -o .device/levers-common.fapack
 
 clean:
 	rm -rf runs results .pytest_cache

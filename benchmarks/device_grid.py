@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,50 @@ GPU_PROBE_IMG_S = 734 * 40 / 120
 # A pack holds one box protocol: the grid trains and validates on the packed detector boxes (the seed
 # preset's `seed` training boxes would need a second pack), recorded in every run's config.
 DEVICE = {"train_box": "detector", "val_box": "detector"}
-TINY = {"size": 32, "batch_size": 4, "epochs": 1, "max_steps": 1, "train_box": "gt", "val_box": "gt",
+TINY = {"size": 32, "context": 0.1, "batch_size": 4, "epochs": 1, "max_steps": 1, "train_box": "gt", "val_box": "gt",
         "drop_undetected": False}
+
+
+# `--levers`: the default recipe's levers (issue 20) on one GPU call, each a set of TrainConfig overrides on
+# `--preset default`; the name is the run's folder. 60 epochs (not 90) so that 7 runs at once finish inside one
+# call; the e60 run is their baseline, and the seeds (each also a different train/validation split) are the
+# members of a self-ensemble, scored afterwards from the stored predictions.
+LEVERS: dict[str, dict] = {
+    "e60": {"epochs": 60},
+    "e60-seed1": {"epochs": 60, "seed": 1},
+    "e60-seed2": {"epochs": 60, "seed": 2},
+    "e60-seed3": {"epochs": 60, "seed": 3},
+    "e60-aug30": {"epochs": 60, "augment": {"rotation_deg": 30.0, "scale": 0.2}},
+    "e60-s224": {"epochs": 60, "size": 224},
+    "e60-fpn4": {"epochs": 60, "head": "fpn4"},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training process: an experiment of the grids, or a lever (`folder` = its name, `overrides` its own)."""
+    name: str
+    backbone: str
+    head: str
+    loss: str
+    init: str | None = None
+    folder: str = ""
+    overrides: dict = field(default_factory=dict, hash=False)
+
+    def run_dir(self, runs: Path) -> Path:
+        return runs / self.folder / f"{self.backbone}-{self.head}-{self.loss}"
+
+
+def lever_jobs(names: list[str], preset: str) -> list[Job]:
+    from facealign.train import make_config
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise ValueError(f"unknown lever(s) {', '.join(unknown)}; valid: {', '.join(LEVERS)}")
+    jobs = []
+    for n in names:
+        cfg = make_config(preset, **LEVERS[n])
+        jobs.append(Job(n, cfg.backbone, cfg.head, cfg.loss, cfg.init, folder=n, overrides=LEVERS[n]))
+    return jobs
 
 
 def log(msg: str, fh=None) -> None:
@@ -58,7 +101,7 @@ def experiments(grids: list[str], extra: list[str], only: str | None):
     for spec in extra:
         backbone, _, init = spec.partition(":")
         runs += [Experiment(backbone, h, l, init or None) for h, losses in HEAD_LOSSES.items() for l in losses]
-    return runs
+    return [Job(e.name, e.backbone, e.head, e.loss, e.init) for e in runs]
 
 
 def face_pretrained() -> list[str]:
@@ -73,11 +116,11 @@ def face_pretrained() -> list[str]:
     return ["mediapipe_facemesh:mediapipe"]
 
 
-def train_command(exp, pack: str, runs: Path, preset: str, overrides: dict) -> list[str]:
+def train_command(exp: Job, pack: str, runs: Path, preset: str, overrides: dict) -> list[str]:
     cmd = [sys.executable, "-m", "facealign.cli", "train", "--data", pack, "--preset", preset,
-           "--backbone", exp.backbone, "--head", exp.head, "--loss", exp.loss, "--out", str(runs),
+           "--backbone", exp.backbone, "--head", exp.head, "--loss", exp.loss, "--out", str(runs / exp.folder),
            "--cache-dir", str(runs / "cache" / exp.name), "--resume"]  # a second call continues stopped runs
-    for k, v in {**({"init": exp.init} if exp.init else {}), **overrides}.items():
+    for k, v in {**({"init": exp.init} if exp.init else {}), **exp.overrides, **overrides}.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]
     return cmd
 
@@ -118,8 +161,9 @@ def run_pool(commands: dict[str, list[str]], parallel: int, deadline: float, log
     return {name: done[name] for name in commands}
 
 
-def evaluate_pack(predictor, pack_path: str, split: str) -> dict:
-    """Per-face NME on a pack's split from its stored boxes, predictions mapped back to image pixels."""
+def evaluate_pack(predictor, pack_path: str, split: str, keep_predictions: bool = False) -> dict:
+    """Per-face NME on a pack's split from its stored boxes, predictions mapped back to image pixels
+    (returned as `predictions`, (faces, 68, 2) pixels rounded to 0.01, if `keep_predictions`: ensembles)."""
     from facealign.data.pack import read_pack
     from facealign.metrics import evaluate_landmarks
     t0 = time.time()
@@ -135,8 +179,10 @@ def evaluate_pack(predictor, pack_path: str, split: str) -> dict:
         errors, summary = evaluate_landmarks(np.stack(preds), gt)
     summary.update(faces=len(faces), detector_misses=misses, skipped=0, miss=MISS, box_protocol=pack.box_protocol,
                    split=split)
-    return {"summary": summary, "faces": [f.key for f in faces], "errors": errors.tolist(),
-            "seconds": time.time() - t0}
+    out = {"summary": summary, "faces": [f.key for f in faces], "errors": errors.tolist(), "seconds": time.time() - t0}
+    if keep_predictions:
+        out["predictions"] = np.round(np.stack(preds), 2).tolist()
+    return out
 
 
 def measure_img_s(exp, size: int, batch: int, seconds: float = 3.0) -> float:
@@ -161,7 +207,7 @@ def measure_img_s(exp, size: int, batch: int, seconds: float = 3.0) -> float:
 
 
 def run_record(exp, runs: Path, logs: Path, state: dict) -> dict:
-    run = runs / exp.name
+    run = exp.run_dir(runs)
     config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else None
     history = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
                if (run / "metrics.jsonl").is_file() else [])
@@ -170,6 +216,7 @@ def run_record(exp, runs: Path, logs: Path, state: dict) -> dict:
     lines = log_file.read_text(errors="replace").replace("\r", "\n").splitlines() if log_file.is_file() else []
     tail = [x[:300] for x in lines if x.strip() and "%|" not in x][-5:]
     return {"name": exp.name, "backbone": exp.backbone, "head": exp.head, "loss": exp.loss, "init": exp.init,
+            "lever": exp.folder or None, "overrides": exp.overrides,
             **state, "epochs_done": len(history), "epochs": config["config"]["epochs"] if config else None,
             "config": config, "history": history, "log_tail": tail, "eval": None}
 
@@ -185,7 +232,11 @@ def main(argv=None) -> int:
                    help="more backbones, 6 head/loss runs each (default: mediapipe_facemesh:mediapipe when its "
                         "weights travel, `make device-grid-prep` copies them into .device/; `--extra` alone: none)")
     p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss} within --grids")
-    p.add_argument("--preset", default="seed")
+    p.add_argument("--preset", default=None, help="default: seed (the grids), default (--levers)")
+    p.add_argument("--levers", default=None, help=f"comma-separated levers of the default recipe instead of the grids; "
+                                                   f"valid: {', '.join(LEVERS)}")
+    p.add_argument("--flip-tta", choices=["on", "off", "card"], default="card",
+                   help="evaluation flip TTA (card: as the checkpoint's model says; checkpoints: off)")
     p.add_argument("--parallel", type=int, default=None, help="concurrent runs (default: all on a GPU, 2 on a CPU)")
     p.add_argument("--deadline-min", type=float, default=8.0, help="everything ends by then (default 8)")
     p.add_argument("--eval-reserve-min", type=float, default=1.5, help="of the deadline, kept for evaluation")
@@ -204,17 +255,21 @@ def main(argv=None) -> int:
     for pack_file in (a.train, a.test):
         if not Path(pack_file).is_file():
             p.error(f"no pack {pack_file} (make device-grid-prep writes them; the device call carries .device)")
+    a.preset = a.preset or ("default" if a.levers else "seed")
+    a.flip_tta = {"on": True, "off": False, "card": None}[a.flip_tta]
     if a.extra is None:
-        a.extra = face_pretrained()
+        a.extra = [] if a.levers else face_pretrained()
     try:
-        exps = experiments(a.grids, a.extra, a.only)
+        exps = lever_jobs(a.levers.split(","), a.preset) if a.levers else experiments(a.grids, a.extra, a.only)
     except ValueError as e:
         p.error(str(e))
-    if a.tiny:  # one heatmap run of the first backbone, one regression run of the last (the --extra one if any)
+    if a.tiny and a.levers:
+        exps = exps[:2]
+    elif a.tiny:  # one heatmap run of the first backbone, one regression run of the last (the --extra one if any)
         mse = [e for e in exps if e.loss == "mse"]
         exps = [mse[0], next(e for e in reversed(mse) if e.head == "regression")]
     from facealign.train import make_config
-    overrides = TINY if a.tiny else DEVICE
+    overrides = TINY if a.tiny else ({} if a.levers else DEVICE)  # the default preset trains on detector boxes
     cfg = make_config(a.preset, **overrides)
     # measured for none of these yet: ~6 GiB per training process is a guess with room (B0, 224 px, batch 64, fp16)
     fits = int(torch.cuda.mem_get_info()[0] // (6 * 2**30)) if cuda else 2
@@ -253,14 +308,16 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if cuda else None
     states = run_pool(commands, parallel, deadline - a.eval_reserve_min * 60, logs, fh, env)
     records = [run_record(e, runs, logs, states[e.name]) for e in exps]
+    by_name = {e.name: e for e in exps}
 
     grid = {"format": FORMAT, "version": 1, "device": device, "cuda": cuda, "command": shlex.join(sys.argv),
-            "preset": a.preset, "grids": a.grids, "extra": a.extra, "overrides": overrides, "tiny": a.tiny,
+            "preset": a.preset, "grids": [] if a.levers else a.grids, "extra": a.extra, "levers": a.levers,
+            "flip_tta": a.flip_tta, "overrides": overrides, "tiny": a.tiny,
             "split": SPLIT, "protocol": PROTOCOL, "misses": [MISS], "parallel": parallel,
             "deadline_s": a.deadline_min * 60, "estimate": estimate, "best": [], "wall_s": None, "runs": records}
     atomic_write_json(a.out / "grid.json", grid)  # rewritten after each step: a killed call still returns it
     for rec in records:
-        best = runs / rec["name"] / "checkpoint_best.pt"
+        best = by_name[rec["name"]].run_dir(runs) / "checkpoint_best.pt"
         if not best.is_file():
             log(f"{rec['name']}: no checkpoint ({rec['status']}); not evaluated", fh)
             continue
@@ -268,7 +325,8 @@ def main(argv=None) -> int:
             log(f"{rec['name']}: not evaluated (deadline)", fh)
             continue
         try:  # one failing run must not lose the others' results
-            rec["eval"] = evaluate_pack(TorchPredictor(best, "cuda" if cuda else "cpu"), a.test, SPLIT)
+            rec["eval"] = evaluate_pack(TorchPredictor(best, "cuda" if cuda else "cpu", a.flip_tta), a.test, SPLIT,
+                                        keep_predictions=bool(a.levers))
         except Exception as e:  # noqa: BLE001
             rec["eval_error"] = f"{e.__class__.__name__}: {e}"
             log(f"{rec['name']}: evaluation failed: {rec['eval_error']}", fh)
@@ -281,7 +339,7 @@ def main(argv=None) -> int:
     ranked = sorted((r for r in records if r["eval"]), key=lambda r: r["eval"]["summary"]["nme"])[:min(a.best, 2)]
     for i, rec in enumerate(ranked, 1):
         try:
-            package_run(runs / rec["name"], a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
+            package_run(by_name[rec["name"]].run_dir(runs), a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
             log(f"best{i}: {rec['name']}", fh)
         except Exception as e:  # noqa: BLE001  (grid.json still comes back)
             log(f"best{i}: packaging {rec['name']} failed: {e.__class__.__name__}: {e}", fh)
