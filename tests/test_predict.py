@@ -255,19 +255,20 @@ def test_cli_folder_with_corrupt_files(model_path, astro, tmp_path, capsys):
     assert errors[1].startswith(f"facealign: skipped {src / 'truncated.jpg'}: ")
     assert "predict: 2 images, 2 faces, 2 failed" in captured.out
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["a.json", "a_0.pts", "a_annotated.jpg", "b.json", "b_0.pts", "b_annotated.png", "landmarks.csv"]
+    assert names == ["a.json", "a_1.pts", "a_annotated.jpg", "b.json", "b_1.pts", "b_annotated.png", "landmarks.csv"]
     doc = json.loads((out / "a.json").read_text())
     assert doc["source"] == str(good[0]) and doc["image"] == {"width": 240, "height": 240}
     assert doc["model"] == "test" and len(doc["faces"]) == 1
     lm = np.array(doc["faces"][0]["landmarks"], np.float32)
     assert lm.shape == (68, 2)
     from facealign.data.pts import read_pts
-    np.testing.assert_array_equal(read_pts(out / "a_0.pts"), lm)
+    np.testing.assert_array_equal(read_pts(out / "a_1.pts"), lm)
     with open(out / "landmarks.csv", newline="") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
     assert len([c for c in header if c[0] in "xy" and c[1:].isdigit()]) == 136
     assert len(body) == 2 and all(len(r) == len(header) for r in body)
+    assert [r[2] for r in body] == ["1", "1"]  # the `face` column is the number in the .pts name (a_1.pts)
     np.testing.assert_array_equal(np.array(body[0][9:], np.float32).reshape(68, 2), lm)
     with Image.open(out / "a_annotated.jpg") as im:
         assert im.size == (240, 240)

@@ -137,7 +137,7 @@ def test_cli_video_per_frame_json_annotated_video_and_csv(model_path, tmp_path, 
     summary = json.loads((out / "clip" / "video.json").read_text())
     assert summary["frames"] == 8 and summary["fps"] == 10.0 and (summary["width"], summary["height"]) == (240, 240)
     assert summary["smoothing"]["method"] == "one-euro" and summary["smoothing"]["alpha"] == 0.5
-    assert len(list((out / "clip").glob("frame_*_0.pts"))) == 8
+    assert len(list((out / "clip").glob("frame_*_1.pts"))) == 8
     cap = cv2.VideoCapture(str(out / "clip" / "annotated.mp4"))
     n = 0
     while cap.read()[0]:

@@ -23,11 +23,13 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 
 # ---------------------------------------------------------------- data
 def cmd_data_summary(args) -> int:
-    from facealign.data.summary import format_summary, summarize_root
-    summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=sys.stderr.isatty())
+    from facealign.data.summary import format_summary, summarize_root, summary_error
+    summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=sys.stderr.isatty(),
+                             split_file=args.splits)
     print(format_summary(summary))
-    if not any(summary.splits.values()):
-        print(f"facealign: error: no annotated faces (image + .pts) found under {args.root}", file=sys.stderr)
+    why = summary_error(summary)
+    if why is not None:
+        print(f"facealign: error: {why}", file=sys.stderr)
         return 1
     problems = summary.problems()
     if args.strict and problems:
@@ -39,7 +41,7 @@ def cmd_data_summary(args) -> int:
 def cmd_data_show(args) -> int:
     from facealign.data.show import save_grid
     path = save_grid(args.root, args.split, args.n, args.output, layout=args.layout, protocol=args.box,
-                     size=args.size, seed=args.seed, cache_dir=args.cache_dir)
+                     size=args.size, seed=args.seed, cache_dir=args.cache_dir, split_file=args.splits)
     print(f"wrote {path}")
     return 0
 
@@ -48,6 +50,7 @@ def cmd_data_pack(args) -> int:
     from facealign.data.pack import write_pack
     s = write_pack(args.root, args.output, args.split, box=args.box, size=args.size, context=args.context,
                    margin=args.margin, layout=args.layout, cache_dir=args.cache_dir, progress=not args.quiet,
+                   split_file=args.splits,
                    **({} if args.quality is None else {"quality": args.quality}))
     flagged = f", {s['undetected']} missed by the detector (packed with the gt box, flagged)" \
         if s["box_protocol"] == "detector" else ""
@@ -61,7 +64,7 @@ def cmd_boxes(args) -> int:
     from facealign.data.layouts import index_dataset
     with warnings.catch_warnings(record=True) as caught:  # shown once per cache, below
         warnings.simplefilter("always")
-        index = index_dataset(args.root, args.layout)
+        index = index_dataset(args.root, args.layout, args.splits)
     cache = BoxCache(args.root, args.cache_dir, DetectorConfig(args.detector, args.upsample))
     for message in cache.unseen_notices(str(w.message) for w in caught):
         print(f"warning: {message}", file=sys.stderr)
@@ -100,6 +103,7 @@ def format_summary_line(s: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    from facealign.data.counts import format_counts
     from facealign.data.boxes import get_miss_policy
     from facealign.evaluate import evaluate, load_predictor
     from facealign.data.boxes import DetectorConfig, get_detector
@@ -107,9 +111,11 @@ def cmd_evaluate(args) -> int:
     get_detector(args.detector)
     predictor = load_predictor(args.model, flip_tta=False if args.no_flip else None)
     results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
-                       detector=DetectorConfig(args.detector, args.upsample))
+                       detector=DetectorConfig(args.detector, args.upsample), layout=args.layout,
+                       split_file=args.splits)
     for s in results.values():
         print(format_summary_line(s))
+        print(f"  {format_counts(s['counts'])}")
     print(f"outputs in {args.output}")
     return 0
 
@@ -199,7 +205,17 @@ def cmd_bench(args) -> int:
 # ---------------------------------------------------------------- parser
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="data root (e.g. a 300W folder)")
+    _add_layout_args(p)
+
+
+def _add_layout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", default="auto", type=str.lower, help="300w, menpo, generic or auto (default); any case")
+    p.add_argument("--splits", type=Path, default=None, metavar="FILE", help=SPLITS_HELP)
+
+
+SPLITS_HELP = ("generic layout: a split file, JSON {split: [paths]} or CSV path,split (paths relative to the root); "
+               "without it a generic root's splits are its top-level folders when one is named train, val or test, "
+               "else one split 'all' (docs/data.md)")
 
 
 MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
@@ -292,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="one crop per face: switch off the model card's flip "
                                                           "test-time augmentation (measures what it buys)")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", nargs="+", default=["common"])
+    p.add_argument("--split", nargs="+", default=["common"], help="split name(s) (`facealign data summary` lists a "
+                                                                  "root's; default: common, 300W's)")
+    _add_layout_args(p)
     p.add_argument("--box", default="detector", help="box protocol: detector (default), gt, seed")
     p.add_argument("--miss", default=FAIR_MISS, help=MISS_HELP)
     p.add_argument("--detector", default="dlib", help="face detector of the detector protocol: dlib (HOG), dlib-cnn, "
@@ -381,8 +399,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facealign: training stopped: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("facealign: interrupted", file=sys.stderr)
+        hint = INTERRUPT_HINTS.get(args.command)
+        print("facealign: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`... -o - | head`): stop quietly
+        return _quiet_broken_pipe()
+
+
+# What to do after Ctrl-C, per subcommand.
+INTERRUPT_HINTS = {
+    "train": "continue from the last finished epoch with the same command plus --resume",
+    "experiments": "run the same command again to continue (finished runs are kept, the interrupted one resumes)",
+}
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe
+
+
+def _quiet_broken_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again, and exit 141."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing is flushed to a pipe
+        pass
+    return SIGPIPE_STATUS
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, face_boxes, get_miss_policy
+from facealign.data.counts import DETECTOR_MISS, face_counts, split_skipped
 from facealign.data.layouts import index_dataset
 from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json
@@ -77,8 +78,8 @@ def ced_title(summary: dict) -> str:
 
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
              cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str = "inter_ocular",
-             progress: bool = True, miss: str = FAIR_MISS, detector: DetectorConfig = DetectorConfig()
-             ) -> dict[str, dict]:
+             progress: bool = True, miss: str = FAIR_MISS, detector: DetectorConfig = DetectorConfig(),
+             layout: str = "auto", split_file: str | Path | None = None) -> dict[str, dict]:
     """Evaluate on each split; writes per-image CSV, CED PNG, summary JSON and errors (.npy) per split into out_dir.
 
     Summary keys, beyond `evaluate_landmarks`'s (n = faces in the metric, nme, auc, fr...): faces (in the
@@ -86,7 +87,7 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
     """
     get_miss_policy(miss)  # an unknown name fails before any work
     box_cache = BoxCache(data, cache_dir, detector)
-    index = _index(data)
+    index = _index(data, layout, split_file)
     results = {}
     for split in splits:
         summary, errors, _, (records, fb) = _evaluate_split(predictor, index, split, protocol, miss, box_cache,
@@ -101,22 +102,23 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
 
 def evaluate_split(predictor, data: str | Path, split: str, protocol: str = "detector", miss: str = FAIR_MISS,
                    cache: BoxCache | None = None, progress: bool = False, threshold: float = DEFAULT_THRESHOLD,
-                   norm: str = "inter_ocular") -> tuple[dict, np.ndarray, list[str]]:
+                   norm: str = "inter_ocular", layout: str = "auto", split_file: str | Path | None = None
+                   ) -> tuple[dict, np.ndarray, list[str]]:
     """One split: (summary as in `evaluate`, (n,) per-face errors of the evaluated faces, their keys)."""
     get_miss_policy(miss)
     own = cache is None  # a cache made here is saved here; a caller's cache is the caller's to save
     cache = BoxCache(data) if own else cache
-    summary, errors, keys, _ = _evaluate_split(predictor, _index(data), split, protocol, miss, cache, threshold,
-                                               norm, progress)
+    index = _index(data, layout, split_file)
+    summary, errors, keys, _ = _evaluate_split(predictor, index, split, protocol, miss, cache, threshold, norm, progress)
     if own:
         cache.save()
     return summary, errors, keys
 
 
-def _index(data):
+def _index(data, layout: str = "auto", split_file=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing 300W subset folders
-        return index_dataset(data)
+        return index_dataset(data, layout, split_file)
 
 
 def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshold, norm, progress):
@@ -135,6 +137,8 @@ def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshol
                    miss_handling=MISS_LABELS[miss],
                    faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
                    model=predictor.name, seconds=elapsed)
+    dropped = {DETECTOR_MISS: len(records) - len(kept)}  # --miss skip leaves the detector's misses out
+    summary["counts"] = face_counts(split, len(records), split_skipped(index, split), {"evaluated": len(kept)}, dropped)
     return summary, errors, [records[i].key for i in kept], (records, fb)
 
 

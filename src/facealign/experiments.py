@@ -90,7 +90,8 @@ def cpu_ms_per_face(predictor, size: int | None, repeats: int = 20) -> float:
 
 
 def evaluate_into(run_dir: Path, predictor, data: str, splits, protocol: str, misses, size: int | None,
-                  cache: BoxCache, progress: bool = False, speed: bool = True) -> None:
+                  cache: BoxCache, progress: bool = False, speed: bool = True, layout: str = "auto",
+                  split_file: str | None = None) -> None:
     """Write run_dir/eval/{split}_{protocol}_{miss}.json (summary + per-face errors) and, if `speed`,
     eval/speed.json (CPU ms per face; size = the network input in px, None for dlib).
 
@@ -101,7 +102,8 @@ def evaluate_into(run_dir: Path, predictor, data: str, splits, protocol: str, mi
             path = eval_path(run_dir, split, protocol, miss)
             if path.is_file():
                 continue
-            summary, errors, keys = evaluate_split(predictor, data, split, protocol, miss, cache, progress)
+            summary, errors, keys = evaluate_split(predictor, data, split, protocol, miss, cache, progress,
+                                                   layout=layout, split_file=split_file)
             atomic_write_json(path, {"summary": summary, "faces": keys, "errors": errors.tolist()})
     speed_file = run_dir / "eval" / "speed.json"
     if speed and not speed_file.is_file():
@@ -165,6 +167,7 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
                                              "only": BEST if best else only, "splits": list(test_splits), "protocol": protocol,
                                              "misses": list(misses), "overrides": overrides})
         cache = BoxCache(data, overrides.get("cache_dir"))
+        splits_of = {"layout": overrides.get("layout") or "auto", "split_file": overrides.get("splits")}
         for exp in select(only, best, grids):
             cfg = make_config(preset, data=data, backbone=exp.backbone, head=exp.head, loss=exp.loss,
                               out=str(runs), **{**overrides, **({"init": exp.init} if exp.init else {})})
@@ -173,10 +176,10 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
                     continue
                 train(cfg, resume=True, progress=progress)
             evaluate_into(cfg.run_dir, TorchPredictor(cfg.run_dir / "checkpoint_best.pt"), data, test_splits,
-                          protocol, misses, cfg.size, cache, progress)
+                          protocol, misses, cfg.size, cache, progress, **splits_of)
         if with_dlib:
             evaluate_into(runs / "dlib", load_predictor("dlib"), data, test_splits, protocol, misses, None, cache,
-                          progress)
+                          progress, **splits_of)
         cache.save()
     elif (runs / GRID_FILE).is_file():  # rebuild with the settings the grid ran with
         ran = json.loads((runs / GRID_FILE).read_text())

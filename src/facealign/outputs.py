@@ -45,6 +45,7 @@ CSV_HEADER = (["source", "frame", "face", "track", "score", "box_x0", "box_y0", 
 
 
 def csv_row(source: str, frame: int | None, index: int, face: Face, track: int | None = None) -> list:
+    """One CSV row; `index` is the face's 1-based number, the one in its `<stem>_<index>.pts` name."""
     score = "" if np.isnan(face.score) else _f32(face.score)
     return ([source, "" if frame is None else frame, index, "" if track is None else track, score]
             + [_f32(v) for v in face.box] + [_f32(v) for v in face.landmarks.reshape(-1)])

@@ -195,14 +195,14 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
             write_json(json_path, doc)
             report.outputs[str(path)] = json_path
             if pts:
-                for i, face in enumerate(faces):
+                for i, face in enumerate(faces, 1):  # 1-based, as annotations name a photo's faces
                     write_pts(names.path(f"{stem}_{i}.pts"), face.landmarks)
             if draw:
                 ext = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
                 drawn = names.path(f"{stem}_annotated{ext}")
                 save_image(drawn, annotate(rgb, faces))
                 report.annotated[str(path)] = drawn
-            rows += [csv_row(str(path), None, i, f) for i, f in enumerate(faces)]
+            rows += [csv_row(str(path), None, i, f) for i, f in enumerate(faces, 1)]
         bar.update(len(images[start:start + images_per_batch]))
         bar.set_postfix_str(f"{report.faces / max(time.perf_counter() - t0, 1e-9):.1f} faces/s")
     bar.close()

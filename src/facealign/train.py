@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
+from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
 from facealign.data.dataset import CachedFaces, EpochSampler
 from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
@@ -66,17 +67,24 @@ def environment() -> dict:
 
 
 # ---------------------------------------------------------------- data
-def prepare_data(cfg: TrainConfig, progress: bool = True):
-    """Crop caches for the train and validation parts of the training pool."""
+def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = None):
+    """Crop caches for the train and validation parts of the training pool.
+
+    counts: filled with the faces found, used and dropped by reason (`facealign.data.counts.face_counts`)."""
     from facealign.data.pack import is_pack, pack_caches
+    counts = {} if counts is None else counts
     if is_pack(cfg.data):  # a `facealign data pack` file: no raw photos, detector or box cache needed
-        return pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
-                           CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,
-                           cfg.drop_undetected, cfg.cache_dir, progress=progress)
+        out = pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
+                          CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,
+                          cfg.drop_undetected, cfg.cache_dir, progress=progress)
+        counts.update(_pack_counts(cfg, out[0], out[1]))
+        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = index_dataset(cfg.data, cfg.layout)
-    train, val = split_train_val(index.records(cfg.train_split), cfg.val_fraction, cfg.seed)
+        index = index_dataset(cfg.data, cfg.layout, cfg.splits)
+    pool = index.records(cfg.train_split)
+    train, val = split_train_val(pool, cfg.val_fraction, cfg.seed)
+    before = len(train) + len(val)
     box_cache = BoxCache(cfg.data, cfg.cache_dir, DetectorConfig())
     folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
     spec = CacheSpec(size=cfg.size, context=cfg.context)
@@ -91,10 +99,23 @@ def prepare_data(cfg: TrainConfig, progress: bool = True):
         boxes, _ = boxes_for(records, protocol, cache=box_cache, detect=True)
         caches.append(build_crop_cache(records, boxes, spec, folder, progress=progress))
     box_cache.save()
+    used = {"training": len(caches[0]), **({"validation": len(caches[1])} if len(caches) > 1 else {})}
+    undecodable = len(train) - len(caches[0]) + (len(val) - len(caches[1]) if len(caches) > 1 else 0)
+    counts.update(face_counts(cfg.train_split, len(pool), split_skipped(index, cfg.train_split), used,
+                              {DETECTOR_MISS: before - len(train) - len(val), UNDECODABLE: undecodable}))
     if len(caches) == 1:
         return caches[0], None, []  # a final fit on every training face: no validation
     cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
     return caches[0], caches[1], [r for r in val if r.key in cached]
+
+
+def _pack_counts(cfg: TrainConfig, train_cache, val_cache) -> dict:
+    """A pack's training counts: its faces of the split; the only drop left is a detector miss."""
+    from facealign.data.pack import read_pack
+    with read_pack(cfg.data) as pack:
+        found = len(pack.records(cfg.train_split))
+    used = {"training": len(train_cache), **({"validation": len(val_cache)} if val_cache is not None else {})}
+    return face_counts(cfg.train_split, found, [], used, {DETECTOR_MISS: found - sum(used.values())})
 
 
 def _detected(record, box_cache: BoxCache) -> bool:
@@ -216,6 +237,15 @@ def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
         raise ValueError(f"cannot resume: config differs from the checkpoint's in {detail}")
 
 
+def resume_message(last_path: Path, start_epoch: int, epochs: int, found: bool) -> str:
+    """What `--resume` does: the epoch it continues from (1-based), or that it starts or has finished."""
+    if not found:
+        return f"--resume: no {last_path.name} in {last_path.parent}; starting at epoch 1 of {epochs}"
+    if start_epoch >= epochs:
+        return f"--resume: {last_path} holds all {epochs} epochs; nothing left to train"
+    return f"resuming from epoch {start_epoch + 1} of {epochs} ({last_path}: {start_epoch} finished)"
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str | None = None) -> dict:
     """Train one model; returns the final summary (also written to run_dir/final.json).
 
@@ -238,8 +268,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
     run_dir = cfg.run_dir
     loss_spec = build_loss(head_kind(cfg.head), cfg.loss)  # rejects a mismatched pair before any work
 
+    data_counts: dict = {}  # faces found, used and dropped by reason: printed always, kept in config.json
     if main_proc:
-        train_cache, val_cache, val_records = prepare_data(cfg, progress)
+        train_cache, val_cache, val_records = prepare_data(cfg, progress, data_counts)
+        print(format_counts(data_counts), flush=True)
     if distributed:
         dist.barrier()  # rank 0 built the caches; the others now find them
     if not main_proc:
@@ -282,6 +314,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_nme"], ckpt["history"]
+    if resume and main_proc:
+        print(resume_message(last_path, start_epoch, cfg.epochs, last_path.is_file()), flush=True)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     if main_proc:
@@ -290,7 +324,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         if resume and (run_dir / "config.json").is_file():  # the command that started the run, not `--resume`'s
             command = json.loads((run_dir / "config.json").read_text()).get("command") or command
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
-                                                    "world_size": world, "command": command, **init_source(cfg)})
+                                                    "world_size": world, "command": command,
+                                                    "data_counts": data_counts, **init_source(cfg)})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     writer = _tensorboard(run_dir) if main_proc else None

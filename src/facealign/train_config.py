@@ -24,6 +24,9 @@ class TrainConfig:
 
     data: str = _opt("../shared/data/300W", "data root, or a pack file from `facealign data pack`")
     layout: str = _opt("auto", "layout of the data root: auto (guess), 300w, menpo or generic")
+    splits: str | None = _opt(None, "generic layout: a split file, JSON {split: [paths]} or CSV path,split (null: "
+                                    "the root's split folders train/, val/, test/ ..., else one split 'all'; "
+                                    "docs/data.md)")
     train_split: str = _opt("train", "split(s) forming the training pool, '+'-joined (e.g. train+common)")
     val_fraction: float = _opt(0.2, "fraction of the pool held out by photo for validation (0: a final fit, "
                                     "no validation)")

@@ -153,10 +153,10 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
                 **common, "frame": i, "time_s": round(i / fps, 6), "cut": bool(cuts and cuts[-1] == i),
                 "faces": [{**f.to_dict(), "track": t} for f, t in zip(faces, tracks)]})
             if pts:
-                for k, face in enumerate(faces):
+                for k, face in enumerate(faces, 1):  # 1-based, like the image outputs
                     write_pts(names.path(stem, f"frame_{i:06d}_{k}.pts"), face.landmarks)
             if rows is not None:
-                rows += [csv_row(str(path), i, k, f, t) for k, (f, t) in enumerate(zip(faces, tracks))]
+                rows += [csv_row(str(path), i, k, f, t) for k, (f, t) in enumerate(zip(faces, tracks), 1)]
             if writer is not None:
                 drawn = np.asarray(annotate(rgb, faces))
                 if drawn.shape[:2] != (height, width):

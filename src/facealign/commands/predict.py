@@ -9,7 +9,7 @@ HELP = "detect faces and predict landmarks on images, folders, globs and videos"
 DESCRIPTION = (
     "Detect faces (dlib HOG) and predict 68 landmarks.\n\n"
     "outputs in OUTDIR, per image: <stem>.json (image size, model, per face: box, score, landmarks),\n"
-    "  --pts <stem>_<i>.pts per face, --draw <stem>_annotated.png|jpg;\n"
+    "  --pts <stem>_<i>.pts per face (i = 1, 2, ... best score first), --draw <stem>_annotated.png|jpg;\n"
     "per video: <stem>/frame_000000.json ... (one per frame, faces carry a track id), <stem>/video.json,\n"
     "  --pts <stem>/frame_000000_<i>.pts, --draw <stem>/annotated.mp4;\n"
     "--csv: OUTDIR/landmarks.csv, one row per face (and frame), 136 coordinate columns x0,y0..x67,y67.\n"

@@ -17,7 +17,7 @@ HELP = "train one model (resumable; --config RUN/config.json re-runs a run)"
 # TrainConfig fields with a flag of their own (--set reaches every field).
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
                "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
-               "loader", "amp", "threads")
+               "loader", "amp", "threads", "layout", "splits", "train_split")
 FLAG_TYPES = {"epochs": int, "batch_size": int, "size": int, "lr": float, "workers": int, "context": float,
               "seed": int, "max_steps": int, "threads": int}
 GRID_SET_BY_THE_GRID = ("backbone", "head", "loss", "out")  # `experiments` names these itself

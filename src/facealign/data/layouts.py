@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +16,14 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from facealign.data.errors import DataError
 from facealign.data.pts import PtsError, read_pts
 from facealign.data.scheme import NUM_LANDMARKS
+from facealign.data.splits import (FACE_NUMBER, NOT_LISTED, OUTSIDE_SPLITS, OVERLAP, UNMATCHED,  # noqa: F401
+                                   apply_split_file, overlaps, split_folders)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # preference order for duplicate stems
 PROFILE_POINTS = 39  # Menpo's profile markup
-
-
-class DataError(ValueError):
-    """A user-facing data problem (empty split, unknown layout...)."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +87,28 @@ class DatasetIndex:
     skipped: list[tuple[str, str]]  # (path, reason): left out
     flagged: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): kept or ignored, reported
     split_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> its own missing folders
+    split_skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split -> its skipped files
+    overlaps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): an image in two splits
+    hint: str = ""  # how this layout names splits, for the unknown-split error
 
     def split(self, name: str) -> list[FaceRecord]:
         if name not in self.splits:
-            raise DataError(f"unknown split {name!r} for layout {self.layout}; valid: {', '.join(self.splits)}")
+            raise DataError(f"unknown split {name!r} for layout {self.layout}; valid: {', '.join(self.splits)}"
+                            + (f" ({self.hint})" if self.hint else ""))
         records = self.splits[name]
         if not records:
             missing = self.split_missing.get(name, self.missing)
-            raise DataError(f"split {name!r} of {self.root} is empty (missing: {', '.join(missing) or 'none'})")
+            skipped = self.split_skipped.get(name, [])
+            why = f"; {len(skipped)} annotation(s) skipped, `facealign data summary` says why" if skipped else ""
+            raise DataError(f"split {name!r} of {self.root} is empty (missing: {', '.join(missing) or 'none'}{why})")
         return records
+
+    def check_disjoint(self) -> None:
+        """Raise DataError when an image (same path or same content) belongs to two splits."""
+        if self.overlaps:
+            path, reason = self.overlaps[0]
+            raise DataError(f"train/test overlap in {self.root}: {len(self.overlaps)} image(s) in two splits, e.g. "
+                            f"{path} ({reason.removeprefix(OVERLAP + ': ')}); `facealign data summary` lists them")
 
     def records(self, names: str | list[str]) -> list[FaceRecord]:
         """Concatenate splits given as a list or a '+'-joined string ('train+common')."""
@@ -108,19 +119,30 @@ class DatasetIndex:
         """Everything `--strict` fails on: missing folders, unexpected skips, flagged items."""
         missing = [(str(self.root / m), problem("missing folder")) for m in self.missing]
         skipped = [(p, r) for p, r in self.skipped if problem_kind(r) not in EXPECTED_SKIPS]
-        return missing + skipped + self.flagged
+        return missing + skipped + self.flagged + self.overlaps
 
 
 def _group_of(stem: str) -> str:
     # 300W names faces of one photo '<photo>_<n>'; strip the face number.
-    return re.sub(r"_\d+$", "", stem)
+    return FACE_NUMBER.sub("", stem)
+
+
+def _images_named(stem: Path) -> list[Path]:
+    found = [stem.with_name(stem.name + ext) for ext in IMAGE_EXTENSIONS]
+    found += [stem.with_name(stem.name + ext.upper()) for ext in IMAGE_EXTENSIONS]
+    return [p for p in dict.fromkeys(found) if p.is_file()]
 
 
 def find_image(pts_path: Path) -> tuple[Path | None, list[Path]]:
-    """The image beside a .pts file (by stem), and any other candidates ignored."""
-    found = [pts_path.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
-    found += [pts_path.with_suffix(ext.upper()) for ext in IMAGE_EXTENSIONS]
-    found = [p for p in dict.fromkeys(found) if p.is_file()]
+    """The image of a .pts file, and any other candidates ignored.
+
+    The image has the .pts file's stem (`photo.pts`, or 300W's per-face copies `photo_1.jpg` + `photo_1.pts`);
+    failing that, a face file `photo_<n>.pts` belongs to `photo.jpg` (several faces in one photo).
+    """
+    stem = pts_path.with_suffix("")
+    found = _images_named(stem)
+    if not found and FACE_NUMBER.search(stem.name):
+        found = _images_named(stem.with_name(FACE_NUMBER.sub("", stem.name)))
     return (found[0] if found else None), found[1:]
 
 
@@ -212,6 +234,7 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
     found: dict[str, list[FaceRecord]] = {}
     missing, skipped, flagged = [], [], []
     missing_of: dict[str, str] = {}  # subset -> its expected folder, when absent
+    skipped_of: dict[str, list] = {}  # subset -> its skipped files
     for name, candidates in subsets.items():
         folder = next((root / c for c in candidates if (root / c).is_dir()), None)
         if folder is None:
@@ -221,12 +244,15 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
                           stacklevel=3)
             found[name] = []
             continue
+        before = len(skipped)
         found[name] = scan_folder(folder, name, skipped, flagged=flagged)
+        skipped_of[name] = skipped[before:]
     split_records = {s: [r for sub in subs for r in found[sub]] for s, subs in splits.items()}
     split_missing = {s: [missing_of[sub] for sub in subs if sub in missing_of] for s, subs in splits.items()}
+    split_skipped = {s: [x for sub in subs for x in skipped_of.get(sub, [])] for s, subs in splits.items()}
     _warn_outside(flagged, layout)
     return DatasetIndex(root, layout, split_records, {k: len(v) for k, v in found.items()}, missing, skipped, flagged,
-                        split_missing)
+                        split_missing, split_skipped)
 
 
 def _warn_outside(flagged: list, layout: str) -> None:
@@ -266,12 +292,34 @@ def index_menpo(root: Path) -> DatasetIndex:
     return _index_subsets(root, "menpo", MENPO_SUBSETS, MENPO_SPLITS)
 
 
-def index_generic(root: Path) -> DatasetIndex:
+GENERIC_HINT = ("a generic root has the splits of its top-level folders when one is named train, val or test, or "
+                "of a split file (--splits FILE); see docs/data.md")
+
+
+def index_generic(root: Path, split_file: str | Path | None = None) -> DatasetIndex:
+    """A folder of images and .pts files (`facealign.data.splits`): splits from a split file, else from split
+    folders, else one split `all`."""
     skipped: list = []
     flagged: list = []
-    records = scan_folder(root, "all", skipped, flagged=flagged)
+    folders = None if split_file is not None else split_folders(root)
+    if folders:
+        found, split_skipped = {}, {}
+        for name in folders:
+            before = len(skipped)
+            found[name] = scan_folder(root / name, name, skipped, flagged=flagged)
+            split_skipped[name] = skipped[before:]
+        flagged += [(str(p), problem(OUTSIDE_SPLITS)) for p in sorted(root.glob("*.pts"))]
+    else:
+        records = scan_folder(root, "all", skipped, flagged=flagged)
+        found, split_skipped = {"all": records}, {"all": list(skipped)}
+        if split_file is not None:
+            found, split_skipped = apply_split_file(root, split_file, records, skipped, flagged)
     _warn_outside(flagged, "generic")
-    return DatasetIndex(root, "generic", {"all": records}, {"all": len(records)}, [], skipped, flagged)
+    images = {s: {r.image for r in recs} for s, recs in found.items()}
+    shared = [(str(p), problem(OVERLAP, how)) for p, _, how in overlaps(images)]
+    return DatasetIndex(root, "generic", found, {k: len(v) for k, v in found.items()}, [], skipped, flagged,
+                        split_skipped=split_skipped, overlaps=shared, hint=GENERIC_HINT)
+
 
 
 LAYOUTS: dict[str, Callable[[Path], DatasetIndex]] = {
@@ -290,16 +338,27 @@ def detect_layout(root: Path) -> str:
     return "generic"
 
 
-def index_dataset(root: str | Path, layout: str = "auto") -> DatasetIndex:
-    """Index a data root with a named layout ('auto' guesses it)."""
+def index_dataset(root: str | Path, layout: str = "auto", split_file: str | Path | None = None,
+                  check_overlap: bool = True) -> DatasetIndex:
+    """Index a data root with a named layout ('auto' guesses it).
+
+    split_file: the generic layout's split file (`facealign.data.splits`); it implies `generic`.
+    check_overlap: raise DataError when an image lies in two splits (`data summary` lists them instead).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {root} is not a folder")
+    layout = layout.lower()
+    if split_file is not None and layout not in ("auto", "generic"):
+        raise DataError(f"a split file (--splits) is for the generic layout, not {layout!r}")
     if layout == "auto":
-        layout = detect_layout(root)
+        layout = "generic" if split_file is not None else detect_layout(root)
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
-    return LAYOUTS[layout](root)
+    index = index_generic(root, split_file) if split_file is not None else LAYOUTS[layout](root)
+    if check_overlap:
+        index.check_disjoint()
+    return index
 
 
 def split_train_val(records: list[FaceRecord], val_fraction: float = 0.2, seed: int = 0

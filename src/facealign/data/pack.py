@@ -366,7 +366,7 @@ def _face_boxes(records, box: str, root: Path, cache_dir, progress: bool):
 
 def write_pack(root, output, splits=("train",), box: str = "detector", size: int = DEFAULT_SIZE,
                context: float = DEFAULT_CONTEXT, margin: float = DEFAULT_MARGIN, quality: int = DEFAULT_QUALITY,
-               layout: str = "auto", cache_dir=None, progress: bool = True) -> dict:
+               layout: str = "auto", cache_dir=None, progress: bool = True, split_file=None) -> dict:
     """Pack `splits` of a data root into one file (written atomically); returns a summary dict."""
     from tqdm import tqdm
 
@@ -382,7 +382,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
     splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
     if not splits:
         raise ValueError("no split to pack")
-    index = index_dataset(root, layout)
+    index = index_dataset(root, layout, split_file)
     records, member = [], {}
     for s in splits:
         for r in index.split(s):

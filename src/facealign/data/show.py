@@ -31,9 +31,9 @@ def draw_landmarks(image: Image.Image, points: np.ndarray, radius: float = 1.5) 
 
 
 def save_grid(root: Path, split: str, n: int, output: Path, layout: str = "auto", protocol: str = "gt",
-              size: int = 224, seed: int = 0, cache_dir: Path | None = None) -> Path:
+              size: int = 224, seed: int = 0, cache_dir: Path | None = None, split_file: Path | None = None) -> Path:
     """Crop `n` random faces of a split with a box protocol and save them as one PNG grid."""
-    index = index_dataset(root, layout)
+    index = index_dataset(root, layout, split_file)
     records = index.split(split)
     pick = np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False)
     records = [records[i] for i in sorted(pick)]

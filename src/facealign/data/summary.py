@@ -10,14 +10,16 @@ from facealign.data.layouts import BAD_IMAGE, EXPECTED_SKIPS, DatasetIndex, inde
 SHOW_PATHS = 5  # example paths listed per problem kind
 
 
-def summarize_root(root: Path, layout: str = "auto", decode: bool = True, progress: bool = False) -> DatasetIndex:
+def summarize_root(root: Path, layout: str = "auto", decode: bool = True, progress: bool = False,
+                   split_file: Path | None = None) -> DatasetIndex:
     """Index `root`; with `decode`, fully decode every paired image and move failures to `skipped`.
 
     Indexing reads only image headers, so truncated or damaged pixel data is found only by decoding.
+    Images in two splits are listed (`overlaps`), not raised.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the summary lists missing folders and flagged faces itself
-        index = index_dataset(root, layout)
+        index = index_dataset(root, layout, split_file, check_overlap=False)
     if decode:
         _decode_all(index, progress)
     return index
@@ -42,6 +44,11 @@ def _decode_all(index: DatasetIndex, progress: bool) -> None:
         index.splits = {name: [r for r in recs if r.image not in bad] for name, recs in index.splits.items()}
 
 
+def _empty_note(index: DatasetIndex, subset: str) -> str:
+    missing = subset in index.missing or any(m == subset or m.endswith("/" + subset) for m in index.missing)
+    return "  (missing)" if missing else "  (none usable)"
+
+
 def _section(title: str, items: list[tuple[str, str]], expected: tuple[str, ...] = ()) -> list[str]:
     if not items:
         return [f"{title}: none"]
@@ -60,9 +67,26 @@ def _section(title: str, items: list[tuple[str, str]], expected: tuple[str, ...]
     return lines
 
 
+def summary_error(index: DatasetIndex) -> str | None:
+    """Why `index` is unusable (one line): no usable face, or images in two splits; None when it is usable."""
+    if index.overlaps:
+        return f"{len(index.overlaps)} image(s) in two splits (train/test overlap, listed above)"
+    if any(index.splits.values()):
+        return None
+    if not index.skipped:
+        return f"no annotated faces (image + .pts) found under {index.root}"
+    kinds = Counter(problem_kind(r) for _, r in index.skipped)
+    example = {}
+    for _, reason in index.skipped:
+        example.setdefault(problem_kind(reason), reason[len(problem_kind(reason)) + 2:])
+    why = ", ".join(f"{n} {kind}" + (f" (e.g. {example[kind]})" if example[kind] else "")
+                    for kind, n in kinds.most_common())
+    return f"no usable faces under {index.root}: all {len(index.skipped)} annotation(s) found were skipped: {why}"
+
+
 def format_summary(index: DatasetIndex) -> str:
     lines = [f"root: {index.root}", f"layout: {index.layout}", "subsets:"]
-    lines += [f"  {name:<16} {n:>6} faces" + ("  (missing)" if n == 0 else "")
+    lines += [f"  {name:<16} {n:>6} faces" + (_empty_note(index, name) if n == 0 else "")
               for name, n in index.subset_counts.items()]
     lines.append("splits:")
     for name, records in index.splits.items():
@@ -71,5 +95,7 @@ def format_summary(index: DatasetIndex) -> str:
     lines.append("missing folders: " + (", ".join(index.missing) if index.missing else "none"))
     lines += _section("skipped faces", index.skipped, EXPECTED_SKIPS)
     lines += _section("flagged (kept or ignored)", index.flagged)
+    if index.overlaps:
+        lines += _section("in two splits (an error)", index.overlaps)
     lines.append(f"problems: {len(index.problems())}")
     return "\n".join(lines)
