@@ -134,3 +134,20 @@ def test_evaluate_and_pack_take_layout_and_split_file(tmp_path, rng, model_path,
                  "--cache-dir", str(tmp_path / "c")]) == 0
     with read_pack(tmp_path / "p.fapack") as pack:
         assert [f.key for f in pack.faces] == ["theirs/f002_1"] and pack.meta["layout"] == "generic"
+
+
+def test_experiments_train_and_evaluate_on_split_file_splits(tmp_path, rng):
+    root = tmp_path / "flat"
+    write_faces(root, 6, rng, size=96, prefix="f")
+    (tmp_path / "s.json").write_text(json.dumps({"mine": [f"f00{i}_1.jpg" for i in range(5)], "theirs": ["f005_1"]}))
+    out, name = tmp_path / "grid", "efficientnet_b0-regression-mse"
+    assert main(["experiments", "--data", str(root), "--layout", "generic", "--splits", str(tmp_path / "s.json"),
+                 "--train-split", "mine", "--split", "theirs", "--only", name, "--no-dlib", "--box", "gt", "--miss",
+                 "gt-box", "--size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box",
+                 "gt", "--val-box", "gt", "--workers", "0", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
+                 "-o", str(out)]) == 0
+    run = out / "runs" / name
+    counts = json.loads((run / "config.json").read_text())["data_counts"]
+    assert counts["split"] == "mine" and counts["found"] == 5 and counts["used"] == 5
+    summary = json.loads((run / "eval" / "theirs_gt_gt-box.json").read_text())["summary"]
+    assert summary["n"] == 1 and summary["counts"]["found"] == 1
