@@ -69,3 +69,16 @@ def test_counts_always_add_up():
     # 2 of the 5 usable faces are neither used nor given a reason: they are still shown, as "other"
     assert c["dropped"] == {"wrong point count": 1, "other": 2} and c["found"] == 6
     assert format_counts(c) == "faces of 'all': 6 found, 3 used (evaluated 3), 3 dropped (1 wrong point count, 2 other)"
+
+
+def test_training_from_a_pack_counts_its_faces(messy_root, tmp_path):
+    from facealign.data.pack import write_pack
+    from facealign.train import prepare_data
+    from helpers import tiny_config
+    pack = tmp_path / "train.fapack"
+    write_pack(messy_root, pack, ["train"], box="gt", size=32, progress=False, cache_dir=tmp_path / "b")
+    counts = {}
+    prepare_data(tiny_config(pack, tmp_path, context=0.4), progress=False, counts=counts)
+    # the pack holds the 6 usable faces (defective files never reach a pack); 0.2 of 6 photos -> 2 held out
+    assert counts == {"split": "train", "found": 6, "used": 6, "parts": {"training": 4, "validation": 2},
+                      "dropped": {}}
