@@ -151,3 +151,17 @@ def test_experiments_train_and_evaluate_on_split_file_splits(tmp_path, rng):
     assert counts["split"] == "mine" and counts["found"] == 5 and counts["used"] == 5
     summary = json.loads((run / "eval" / "theirs_gt_gt-box.json").read_text())["summary"]
     assert summary["n"] == 1 and summary["counts"]["found"] == 1
+
+
+def test_predicted_pts_read_back_as_a_photos_faces(model_path, tmp_path):
+    """predict --pts names a photo's faces photo_1.pts, photo_2.pts: beside the photo they are its annotations."""
+    from skimage import data as skimage_data
+    face = skimage_data.astronaut()[:300, 80:380]
+    Image.fromarray(np.concatenate([face, face], 1)).save(tmp_path / "photo.jpg", quality=95)  # two faces
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "photo.jpg"), "-o", str(out), "--pts", "--model", str(model_path),
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*.pts")) == ["photo_1.pts", "photo_2.pts"]
+    shutil.copy(tmp_path / "photo.jpg", out / "photo.jpg")
+    faces = index_dataset(out, "generic").split("all")
+    assert [(r.pts.name, r.image.name) for r in faces] == [("photo_1.pts", "photo.jpg"), ("photo_2.pts", "photo.jpg")]
