@@ -182,9 +182,9 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
                                    "sha256": hashlib.sha256(open(ckpt, "rb").read()).hexdigest()}
     # packaging carries it into the card, with metrics measured on the shipped weights
     from facealign.packaging import package_run
-    card = package_run(cfg.run_dir, tmp_path / "shipped", data=str(data), flip_tta=False, command="facealign train")
+    card = package_run(cfg.run_dir, tmp_path / "shipped", data=str(data), flip_tta=False, command="facealign package")
     assert card["training"]["init_source"] == meta["init_source"]
-    assert card["flip_tta"] is False and card["training"]["command"] == "facealign train"
+    assert card["flip_tta"] is False and card["training"]["package_command"] == "facealign package"
     headline = card["metrics"][card["evaluation"]["headline"]]
     assert headline["n"] == 4 and headline["nme"] > 0
     shipped, shipped_card = load_model(tmp_path / "shipped.safetensors")

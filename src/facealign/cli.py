@@ -94,22 +94,16 @@ def cmd_baseline(args) -> int:
     return 0
 
 
-def format_summary_line(s: dict) -> str:
-    """One line per evaluated split: faces in the metric, detector misses and their handling, metrics."""
-    t = s["threshold"]
-    return (f"{s['model']} on {s['split']}: {s['n']} of {s['faces']} faces evaluated, {s['box_protocol']} boxes, "
-            f"{s['detector_misses']} detector misses -> --miss {s['miss']} ({s['miss_handling']}): "
-            f"NME {s['nme']:.4f}  AUC@{t} {s['auc']:.4f}  FR@{t} {s['fr']:.4f}")
-
-
 def cmd_evaluate(args) -> int:
     from facealign.data.counts import format_counts
     from facealign.data.boxes import get_miss_policy
-    from facealign.evaluate import evaluate, load_predictor
+    from facealign.evaluate import evaluate, format_summary_line, load_evaluated
     from facealign.data.boxes import DetectorConfig, get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
-    predictor = load_predictor(args.model, flip_tta=False if args.no_flip else None)
+    if args.no_flip and args.flip_tta == "on":
+        raise ValueError("--no-flip and --flip-tta on contradict each other")
+    predictor = load_evaluated(args.model, flip_tta=False if args.no_flip else FLIP_CHOICES[args.flip_tta])
     results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
                        detector=DetectorConfig(args.detector, args.upsample), layout=args.layout,
                        split_file=args.splits)
@@ -154,22 +148,10 @@ def cmd_experiments(args) -> int:
     return 0
 
 
-def cmd_package(args) -> int:
-    import shlex
-
-    from facealign.packaging import package_run
-    command = args.command_text or "facealign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,
-                       not args.no_flip, command)
-    for m in card.get("metrics", {}).values():
-        print(format_summary_line(m))
-    print(f"wrote {args.output}.safetensors and {args.output}.json")
-    return 0
-
-
 def cmd_card(args) -> int:
     import shlex
 
+    from facealign.evaluate import format_summary_line
     from facealign.packaging import card_latency, remeasure_packaged
     if args.latency_from is not None:
         card = card_latency(args.model, args.latency_from)
@@ -217,6 +199,8 @@ SPLITS_HELP = ("generic layout: a split file, JSON {split: [paths]} or CSV path,
                "without it a generic root's splits are its top-level folders when one is named train, val or test, "
                "else one split 'all' (docs/data.md)")
 
+
+FLIP_CHOICES = {"on": True, "off": False, None: None}  # --flip-tta; None: the evaluation convention (on)
 
 MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
              "for every method), whole-image (the study's protocol) or skip (left out of the metric)")
@@ -303,10 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint, a packaged model or dlib on data splits")
     p.add_argument("--model", required=True, help="a packaged model (default, default160, fast), a .safetensors file, "
-                                                  "a checkpoint (.pt), 'dlib' (dlib's shipped predictor), or a "
+                                                  "a checkpoint (.pt), a training run folder (its best checkpoint), "
+                                                  "'dlib' (dlib's shipped predictor), or a "
                                                   "`facealign baseline dlib-ert` run folder (or any dlib .dat file)")
-    p.add_argument("--no-flip", action="store_true", help="one crop per face: switch off the model card's flip "
-                                                          "test-time augmentation (measures what it buys)")
+    p.add_argument("--flip-tta", choices=tuple(c for c in FLIP_CHOICES if c), default=None,
+                   help="flip test-time augmentation (each face also predicted mirrored, the two averaged): on (the "
+                        "default for every checkpoint and packaged model, whatever its card says, so a run's "
+                        "checkpoint and its package score the same) or off (one crop per face)")
+    p.add_argument("--no-flip", action="store_true", help="the same as --flip-tta off")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=["common"], help="split name(s) (`facealign data summary` lists a "
                                                                   "root's; default: common, 300W's)")
@@ -348,14 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_experiments)
 
-    p = sub.add_parser("package", help="ship a run's best checkpoint as fp16 safetensors + model card")
-    p.add_argument("run", type=Path, help="run folder (holds checkpoint_best.pt, config.json, metrics.jsonl)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output stem, e.g. src/facealign/weights/default")
-    p.add_argument("--data", type=Path, default=None, help="evaluate the shipped weights on this data root")
-    p.add_argument("--split", default="common")
-    p.add_argument("--no-flip", action="store_true", help="ship without flip test-time augmentation")
-    p.add_argument("--command-text", default=None, help="training command to record in the card")
-    p.set_defaults(func=cmd_package)
+    _add_module_command(sub, "package")
 
     p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
     p.add_argument("model", help="packaged name ('default', 'default160', 'fast') or a .safetensors stem, e.g. src/facealign/weights/default")

@@ -53,6 +53,21 @@ def load_predictor(model: str, device: str = "cpu", flip_tta: bool | None = None
     return TorchPredictor(model, device, flip_tta)
 
 
+# The evaluation convention (`facealign evaluate`): every model with flip test-time augmentation, a training
+# checkpoint or a packaged model whatever its card says, is measured with it unless told otherwise, so a run's
+# checkpoint and its package score the same. Summaries say which (`flip_tta`).
+EVAL_FLIP_TTA = True
+
+
+def load_evaluated(model: str, device: str = "cpu", flip_tta: bool | None = None):
+    """`load_predictor` under the evaluation convention: flip_tta None = `EVAL_FLIP_TTA` where the model has
+    flip TTA (dlib predictors have none)."""
+    from facealign.baselines.dlib_predictor import is_run
+    if flip_tta is None and (model in PREDICTORS or is_run(model)):
+        return load_predictor(model, device)
+    return load_predictor(model, device, EVAL_FLIP_TTA if flip_tta is None else flip_tta)
+
+
 def predict_records(predictor, records, boxes: np.ndarray, progress: bool = False) -> np.ndarray:
     """Predictions (N, 68, 2) in image pixels; each photo is decoded once."""
     from tqdm import tqdm
@@ -76,6 +91,15 @@ def ced_title(summary: dict) -> str:
             f"misses: {summary['miss']}; n = {summary['n']})")
 
 
+def format_summary_line(s: dict) -> str:
+    """One line per evaluated split: faces in the metric, boxes, detector misses and their handling, metrics, flip
+    TTA (what `facealign evaluate`, `package` and `card` print)."""
+    t, flip = s["threshold"], "on" if s.get("flip_tta") else "off"
+    return (f"{s['model']} on {s['split']}: {s['n']} of {s['faces']} faces evaluated, {s['box_protocol']} boxes, "
+            f"{s['detector_misses']} detector misses -> --miss {s['miss']} ({s['miss_handling']}): "
+            f"NME {s['nme']:.4f}  AUC@{t} {s['auc']:.4f}  FR@{t} {s['fr']:.4f}  flip_tta: {flip}")
+
+
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
              cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str = "inter_ocular",
              progress: bool = True, miss: str = FAIR_MISS, detector: DetectorConfig = DetectorConfig(),
@@ -83,7 +107,8 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
     """Evaluate on each split; writes per-image CSV, CED PNG, summary JSON and errors (.npy) per split into out_dir.
 
     Summary keys, beyond `evaluate_landmarks`'s (n = faces in the metric, nme, auc, fr...): faces (in the
-    split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol.
+    split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol,
+    flip_tta (whether each face was also predicted mirrored and averaged).
     """
     get_miss_policy(miss)  # an unknown name fails before any work
     box_cache = BoxCache(data, cache_dir, detector)
@@ -136,7 +161,7 @@ def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshol
     summary.update(split=split, box_protocol=protocol, detector=box_cache.detector.tag, miss=miss,
                    miss_handling=MISS_LABELS[miss],
                    faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),
-                   model=predictor.name, seconds=elapsed)
+                   model=predictor.name, flip_tta=bool(getattr(predictor, "flip_tta", False)), seconds=elapsed)
     dropped = {DETECTOR_MISS: len(records) - len(kept)}  # --miss skip leaves the detector's misses out
     summary["counts"] = face_counts(split, len(records), split_skipped(index, split), {"evaluated": len(kept)}, dropped)
     return summary, errors, [records[i].key for i in kept], (records, fb)

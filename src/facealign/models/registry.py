@@ -20,13 +20,20 @@ def packaged_path(name: str) -> Path:
     return path
 
 
+RUN_CHECKPOINT = "checkpoint_best.pt"  # what a training run folder stands for as a model
+
+
 def model_file(model: str | Path) -> Path:
-    """A model spec -> its file: a packaged name's .safetensors, or the path itself (which must exist)."""
+    """A model spec -> its file: a packaged name's .safetensors, a training run folder's best checkpoint, or the
+    path itself (which must exist)."""
     if isinstance(model, str) and model in PACKAGED_MODELS:
         return packaged_path(model)
     path = Path(model)
+    if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
+        return path / RUN_CHECKPOINT  # a training run folder: its best checkpoint
     if not path.is_file():
-        raise FileNotFoundError(f"model {str(model)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)}")
+        raise FileNotFoundError(f"model {str(model)!r} is neither a file nor one of: {', '.join(PACKAGED_MODELS)} "
+                                f"(nor a training run folder with {RUN_CHECKPOINT})")
     return path
 
 
