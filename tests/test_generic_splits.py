@@ -96,6 +96,7 @@ def test_a_copy_of_a_training_image_in_test_is_an_error(split_root, capsys):
         index_dataset(split_root)
     assert main(["data", "summary", str(split_root), "--no-decode"]) == 1
     out, err = capsys.readouterr()
+    assert "splits (from the top-level split folders):\n  holdout               1 faces from 1 photos\n" in out
     assert "in two splits (an error): 1" in out and "copy.jpg" in out
     assert err == "facealign: error: 1 image(s) in two splits (train/test overlap, listed above)\n"
 

@@ -90,6 +90,7 @@ class DatasetIndex:
     split_skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split -> its skipped files
     overlaps: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): an image in two splits
     hint: str = ""  # how this layout names splits, for the unknown-split error
+    split_source: str = ""  # where the splits came from (generic: split file, split folders or one split)
 
     def split(self, name: str) -> list[FaceRecord]:
         if name not in self.splits:
@@ -317,8 +318,10 @@ def index_generic(root: Path, split_file: str | Path | None = None) -> DatasetIn
     _warn_outside(flagged, "generic")
     images = {s: {r.image for r in recs} for s, recs in found.items()}
     shared = [(str(p), problem(OVERLAP, how)) for p, _, how in overlaps(images)]
+    source = (f"from the split file {split_file}" if split_file is not None else
+              "from the top-level split folders" if folders else "one split: no split folders or split file")
     return DatasetIndex(root, "generic", found, {k: len(v) for k, v in found.items()}, [], skipped, flagged,
-                        split_skipped=split_skipped, overlaps=shared, hint=GENERIC_HINT)
+                        split_skipped=split_skipped, overlaps=shared, hint=GENERIC_HINT, split_source=source)
 
 
 

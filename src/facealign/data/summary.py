@@ -88,7 +88,7 @@ def format_summary(index: DatasetIndex) -> str:
     lines = [f"root: {index.root}", f"layout: {index.layout}", "subsets:"]
     lines += [f"  {name:<16} {n:>6} faces" + (_empty_note(index, name) if n == 0 else "")
               for name, n in index.subset_counts.items()]
-    lines.append("splits:")
+    lines.append("splits" + (f" ({index.split_source})" if index.split_source else "") + ":")
     for name, records in index.splits.items():
         photos = len({r.group for r in records})
         lines.append(f"  {name:<16} {len(records):>6} faces from {photos} photos" + ("  (empty)" if not records else ""))
