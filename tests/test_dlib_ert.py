@@ -133,6 +133,8 @@ def test_pool_doubles_with_mirrors_and_drops_undetected(tmp_path):
     samples, val, _, counts = build_pool(make_config(**kw))
     assert counts["train_faces"] == 10 and counts["train_dropped_undetected"] == 2 and counts["train_used"] == 8
     assert counts["samples"] == len(samples) == 16 and counts["mirrored"] == 8 and val == []
+    assert counts["data_counts"] == {"split": "train", "found": 10, "used": 8, "parts": {"training": 8},
+                                     "dropped": {"detector miss": 2}}  # `facealign train`'s record
     assert [s.mirrored for s in samples] == [False, True] * 8
     assert [s.key for s in samples[::2]] == [s.key for s in samples[1::2]]
     single, _, _, counts = build_pool(make_config(**kw, mirror=False, drop_undetected=False))
@@ -151,6 +153,7 @@ def test_run_folder(tiny):
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "final.json", "predictor.dat"]
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == "dlib-ert" and config["config"]["threads"] == 1  # resolved, not None
+    assert config["data_counts"]["found"] == 12 and config["data_counts"]["used"] == 12
     assert config["config"]["cascade_depth"] == 3 and config["config"]["mirror"] is True
     assert "git_commit" in config["environment"] and config["environment"]["dlib"]
     final = json.loads((run / "final.json").read_text())

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from facealign.data.boxes import BoxCache, DetectorConfig, face_boxes, landmark_box, union_box
+from facealign.data.counts import DETECTOR_MISS, face_counts, format_counts, split_skipped
 from facealign.data.layouts import DataError, index_dataset, split_train_val
 from facealign.data.scheme import flip_landmarks
 from facealign.baselines.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
@@ -46,6 +47,7 @@ class DlibErtConfig:
 
     data: str = "../shared/data/300W"
     layout: str = "auto"
+    splits: str | None = None  # generic layout: a split file (TrainConfig.splits, docs/data.md)
     train_split: str = "train"
     val_fraction: float = 0.2  # held out by photo, same split as `facealign train` with the same seed
     seed: int = 0  # the train/validation split's seed (TrainConfig.seed)
@@ -170,8 +172,9 @@ def build_pool(cfg: DlibErtConfig):
         raise DataError(f"{NAME} needs the photos: pass the data root, not a pack file ({cfg.data})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing 300W subset folders
-        index = index_dataset(cfg.data, cfg.layout)
-    train, val = split_train_val(index.records(cfg.train_split), cfg.val_fraction, cfg.seed)
+        index = index_dataset(cfg.data, cfg.layout, cfg.splits)
+    pool = index.records(cfg.train_split)
+    train, val = split_train_val(pool, cfg.val_fraction, cfg.seed)
     cache = BoxCache(cfg.data, cfg.cache_dir, DetectorConfig())
     train_kept, train_boxes, train_dropped = _boxes(train, cfg.train_box, cfg, cache)
     val_kept, val_boxes, val_dropped = (_boxes(val, cfg.val_box, cfg, cache) if val else ([], np.zeros((0, 4)), 0))
@@ -187,6 +190,9 @@ def build_pool(cfg: DlibErtConfig):
               "train_dropped_undetected": train_dropped, "mirrored": len(samples) - len(train_kept),
               "samples": len(samples), "val_faces": len(val), "val_used": len(val_kept),
               "val_dropped_undetected": val_dropped}
+    used = {"training": len(train_kept), **({"validation": len(val_kept)} if cfg.val_fraction > 0 else {})}
+    counts["data_counts"] = face_counts(cfg.train_split, len(pool), split_skipped(index, cfg.train_split), used,
+                                        {DETECTOR_MISS: train_dropped + val_dropped})  # as `facealign train`'s
     return samples, val_kept, val_boxes, counts
 
 
@@ -225,7 +231,8 @@ def train_ert(cfg: DlibErtConfig, log: Callable[[str], None] = lambda m: print(m
     samples, val_records, val_boxes, counts = build_pool(cfg)
     resolved = {**asdict(cfg), "threads": threads}
     atomic_write_json(run_dir / "config.json", {"config": resolved, "method": NAME, "counts": counts,
-                                                "environment": environment()})
+                                                "data_counts": counts["data_counts"], "environment": environment()})
+    log(format_counts(counts["data_counts"]))
     log(f"{NAME}: training on {counts['samples']} samples ({counts['train_used']} faces"
         f"{' + their mirror images' if cfg.mirror else ''}; {counts['train_dropped_undetected']} of "
         f"{counts['train_faces']} training faces dropped: no detection), cascade_depth {cfg.cascade_depth}, "
