@@ -21,6 +21,7 @@ LIMIT_FILES, LIMIT_BYTES = 8, 16 * 2**20  # what the device tool returns from $O
 def _driver():
     spec = importlib.util.spec_from_file_location("device_grid", ROOT / "benchmarks" / "device_grid.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["device_grid"] = mod  # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(mod)
     return mod
 
@@ -179,3 +180,40 @@ def test_seed_preset_rows_lead_the_table():
                RunRecord("seed-good", {"config": seed}, None, ev(0.06), None),
                RunRecord("dlib", None, None, ev(0.03), None)]
     assert [r["experiment"] for r in table_rows(records, ["gt-box"])] == ["seed-good", "seed-bad", "dlib", "cpu-good"]
+
+
+def test_a_second_import_adds_its_command_and_a_main_report_leads_with_the_preset(tiny, tmp_path):
+    """Two device calls into one folder name both commands; a report whose seed/ sub-folder holds a device
+    grid shows that grid's rows first and each conclusion's verdict at both presets."""
+    from facealign.study_report import write_report
+    out, g = tiny
+    second = dict(g, command=g["command"] + " --extra x:y")
+    (tmp_path / "g2.json").write_text(json.dumps(second))
+    import_grid(out / "grid.json", tmp_path / "exp", tmp_path / "report" / "seed")
+    import_grid(tmp_path / "g2.json", tmp_path / "exp", tmp_path / "report" / "seed")
+    grid = json.loads((tmp_path / "exp" / "runs" / "grid.json").read_text())
+    assert grid["commands"] == [g["command"], second["command"]]
+    seed_readme = (tmp_path / "report" / "seed" / "README.md").read_text()
+    assert f"    {g['command']}\n    {second['command']}\n" in seed_readme
+    assert "Trained on a lent GPU (CPU)" in seed_readme  # the device note names where it trained
+    write_report(tmp_path / "exp" / "runs", tmp_path / "report", misses=("gt-box",))
+    main = (tmp_path / "report" / "README.md").read_text()
+    lead = main.index("## At the study's settings")
+    assert lead < main.index("## Table") and "[seed/](seed/README.md)" in main
+    assert main.index(g["runs"][0]["name"], lead) < main.index("## Table")
+    assert "| conclusion | `custom` preset (this table) | `seed` preset | robust |" in main
+
+
+def test_a_conclusion_is_robust_only_with_the_same_all_pairs_verdict_at_every_preset():
+    from facealign.study_checks import _by_preset
+    here = {"A": "confirmed", "B": "confirmed", "C": "mixed", "D": "refuted"}
+    there = {"A": "confirmed", "B": "mixed", "C": "mixed", "D": "refuted"}
+    checks = {t: (lambda v: lambda records, misses: (v, ""))(v) for t, v in here.items()}
+    facts = {"rows": [{"preset": "cpu"}, {"preset": "-"}], "misses": ["gt-box"],
+             "presets": [{"folder": "seed", "verdicts": there}]}
+    lines = _by_preset([], facts, checks)
+    assert "| A | confirmed | confirmed | yes |" in lines
+    assert "| B | confirmed | mixed | no |" in lines
+    assert "| C | mixed | mixed | no |" in lines  # agreeing on `mixed` is no robust conclusion
+    assert "| D | refuted | refuted | yes |" in lines
+    assert _by_preset([], {**facts, "presets": []}, checks) == []

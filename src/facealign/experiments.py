@@ -217,6 +217,9 @@ def import_grid(file: Path, out: Path, report_dir: Path | None = None) -> list[d
             raise ValueError(f"{runs / GRID_FILE} evaluates {ran.get('splits')} / {ran.get('protocol')} / "
                              f"{ran.get('misses')}, the device grid {setting['splits']} / {setting['protocol']} / "
                              f"{setting['misses']}: import into another -o folder")
+        commands = ran.get("commands") or [ran["command"]]
+        if grid["command"] not in commands:  # a second grid into the same folder: the report names both calls
+            atomic_write_json(runs / GRID_FILE, {**ran, "commands": commands + [grid["command"]]})
     else:
         atomic_write_json(runs / GRID_FILE, {"command": grid["command"], "preset": grid["preset"],
                                              "grids": grid["grids"], "only": None, **setting,

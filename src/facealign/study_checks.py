@@ -6,6 +6,7 @@ headline protocol; the study's own protocol is quoted beside it.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -159,6 +160,52 @@ def _md_table(rows: list[dict]) -> str:
                       *("| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows)])
 
 
+DEVICE_NOTE = (
+    "- Trained on a lent GPU ({device}) by `benchmarks/device_grid.sh`, from packs of the same photos "
+    "(`make device-grid-prep`: crops at context 0.1, training faces JPEG q75 and test faces q90, so that the "
+    "device call's 64 MiB carry holds them), on the packed HOG boxes for training and validation "
+    "(`train_box detector`: the seed preset's `seed` boxes would need a second pack), and with the ImageNet "
+    "Lite0 weights from an fp16 copy (`benchmarks/half_weights.py`: at most 4.9e-4 relative rounding). "
+    "Evaluated on the test pack's crops with the stored boxes; dlib's rows, where present, on the photos with "
+    "the same boxes (pack and photos differ by 0.3% for the shipped `default`: docs/training.md).")
+
+_VERDICT_COLS = ("experiment", "backbone init", "NME ({m})", "AUC@0.08 ({m})", "FR@0.08 ({m})", "best epoch",
+                 "val NME change, last 3 epochs")
+
+
+def _preset_sections(presets: list[dict]) -> list[str]:
+    """Sub-folder reports at other presets (the study's `seed` settings on a GPU): they lead the report."""
+    out = []
+    for p in presets:
+        m = p["misses"][0]
+        cols = [c.format(m=m) for c in _VERDICT_COLS]
+        rows = sorted(({c: r.get(c) for c in cols} for r in p["rows"]), key=lambda r: r[cols[2]])
+        out += [f"## At {p['label']}", "",
+                f"Its own report, with every column, plot and check: [{p['folder']}/]({p['folder']}/README.md). "
+                "Its rows cannot join the table below: a device grid evaluates one detector-miss handling "
+                f"(`{m}`). Best first:", "", _md_table(rows), ""]
+    return out
+
+
+def _by_preset(records, facts: dict, checks: dict[str, Callable]) -> list[str]:
+    """Each conclusion's verdict here and at the other presets; robust = the same all-pairs verdict at each."""
+    presets = facts.get("presets") or []
+    if not presets:
+        return []
+    here = Counter(r.get("preset") for r in facts["rows"] if r.get("preset") not in (None, "-")).most_common(1)
+    label = f"`{here[0][0]}` preset (this table)" if here else "this table"
+    lines = ["## The conclusions at each preset", "",
+             "A verdict is `confirmed` or `refuted` only when every pair agrees, so a conclusion is **robust** "
+             "when it has the same such verdict at every preset, and not robust otherwise.", "",
+             "| conclusion | " + label + " | " + " | ".join(f"`{p['folder']}` preset" for p in presets)
+             + " | robust |", "|---|---|" + "---|" * len(presets) + "---|"]
+    for title, check in checks.items():
+        verdicts = [check(records, facts["misses"])[0]] + [p["verdicts"][title] for p in presets]
+        robust = "yes" if len(set(verdicts)) == 1 and verdicts[0] in ("confirmed", "refuted") else "no"
+        lines.append(f"| {title} | " + " | ".join(verdicts) + f" | {robust} |")
+    return lines + [""]
+
+
 def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     """The results README: setup, table, plots, each conclusion checked, the AUC note, what is missing."""
     misses, split, t = facts["misses"], facts["split"], facts["threshold"]
@@ -172,9 +219,10 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     out = ["# The study's grid, rerun: results and conclusions", "",
            "Generated from the run folders by `facealign experiments` (`facealign.study_report`); do not edit.",
            "Rebuild every file here, byte for byte, from the copies in `runs/`:", "",
-           "    facealign experiments --report-only -o docs/results", ""]
-    if grid.get("command"):
-        out += ["Produced by:", "", f"    {grid['command']}", ""]
+           f"    facealign experiments --report-only -o {facts.get('dest', 'docs/results')}", ""]
+    commands = grid.get("commands") or ([grid["command"]] if grid.get("command") else [])
+    if commands:
+        out += ["Produced by:", "", *(f"    {c}" for c in commands), ""]
     out += ["## Setup", "",
             f"- Training: {settings}; backbone init as in the table (`random` = the study's grid as run here, "
             "`ImageNet` = EfficientNet-Lite0's ImageNet weights, the only ones obtainable offline); `preset` names "
@@ -183,6 +231,8 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
             f"- Machine: {env.get('cpu', {}).get('cpu', '?')}, {env.get('threads', '?')} threads, "
             f"torch {env.get('torch', '?')}, "
             + (f"GPU {env.get('device_name')}." if env.get("cuda") else "no GPU.") if env else "- Machine: unknown."]
+    if grid.get("device"):
+        out.append(DEVICE_NOTE.format(device=grid["device"]))
     if differs:
         out.append("- **Not the study's settings:** " + ", ".join(f"{k} {a} (study: {b})" for k, (a, b) in
                                                                   differs.items())
@@ -196,7 +246,8 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
                                                 "whole images)."),
             f"- Metrics (docs/metrics.md): NME = mean point error / inter-ocular (outer eye corners) distance; "
             f"AUC@{t:g} = area under the CED up to {t:g}, divided by {t:g}; FR@{t:g} = share of faces with NME > {t:g}.",
-            "", "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`. `train min` "
+            "", *_preset_sections(facts.get("presets") or []),
+            "## Table", "", "Best headline NME first. Machine-readable: `results.json`, `results.csv`. `train min` "
             "is the wall time summed over epochs on the machine as it was, other jobs included, so it is an upper "
             "bound; `CPU ms/face` is the median of 20 single-face calls (batch 1) at evaluation time.", "",
             _md_table(facts["rows"]), ""]
@@ -226,6 +277,7 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     for title, check in checks.items():
         verdict, text = check(records, misses)
         out += [f"### {title}: **{verdict}**", "", text, ""]
+    out += _by_preset(records, facts, checks)
     best = min(trained, key=lambda r: _nme(r, misses[0])) if trained else None
     out += ["## Why the study's AUC values (0.93-0.98) cannot be AUC@0.08", "",
             f"AUC@t is exactly 1 - mean(min(e, t)) / t over the per-face errors e (`facealign.metrics.auc`). "

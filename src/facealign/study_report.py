@@ -200,6 +200,28 @@ def _copy_records(records: list[RunRecord], runs: Path, dest_runs: Path, split: 
             atomic_write_bytes(dst / f, (src / f).read_bytes())
 
 
+# Reports of the same grid at other presets, in sub-folders of a report (docs/results/seed: the study's own
+# settings, trained on a GPU by benchmarks/device_grid.sh). The main report leads with their rows and checks each
+# conclusion at every preset.
+PRESET_REPORTS = {"seed": "the study's settings (`seed` preset: 224 px, batch 64, 40 epochs) on a GPU"}
+
+
+def preset_reports(dest: Path, split: str, protocol: str) -> list[dict]:
+    """For each PRESET_REPORTS sub-folder of `dest` holding run copies: its label, table rows and verdicts."""
+    out = []
+    for folder, label in PRESET_REPORTS.items():
+        runs = dest / folder / "runs"
+        if not (runs / GRID_FILE).is_file():
+            continue
+        grid = json.loads((runs / GRID_FILE).read_text())
+        misses = grid.get("misses", ["gt-box"])
+        records, _ = load_runs(runs, split, protocol, misses, [])
+        if records:
+            out.append({"folder": folder, "label": label, "misses": misses, "rows": table_rows(records, misses),
+                        "verdicts": {t: check(records, misses)[0] for t, check in CHECKS.items()}})
+    return out
+
+
 def write_report(runs: Path, dest: Path, split: str = "common", protocol: str = "detector",
                  misses=("gt-box", "whole-image"), order: list[str] | None = None,
                  threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
@@ -232,7 +254,8 @@ def write_report(runs: Path, dest: Path, split: str = "common", protocol: str = 
              "missing": missing, "rows": rows, "notes": [BASELINE_NOTES[r.name] for r in records
                                                          if r.name in BASELINE_NOTES],
              "auc_t95": {r.name: auc_threshold_for(r.errors(misses[0]), 0.95) for r in records},
-             "auc": {r.name: auc(r.errors(misses[0]), threshold) for r in records}}
+             "auc": {r.name: auc(r.errors(misses[0]), threshold) for r in records},
+             "dest": dest.as_posix(), "presets": preset_reports(dest, split, protocol)}
     atomic_write_text(dest / "README.md", render_readme(records, facts, CHECKS))
     return rows
 
