@@ -339,7 +339,8 @@ def main(argv=None) -> int:
     ranked = sorted((r for r in records if r["eval"]), key=lambda r: r["eval"]["summary"]["nme"])[:min(a.best, 2)]
     for i, rec in enumerate(ranked, 1):
         try:
-            package_run(by_name[rec["name"]].run_dir(runs), a.out / f"best{i}", command=shlex.join(commands[rec["name"]]))
+            package_run(by_name[rec["name"]].run_dir(runs), a.out / f"best{i}",
+                        training_command=shlex.join(commands[rec["name"]]))
             log(f"best{i}: {rec['name']}", fh)
         except Exception as e:  # noqa: BLE001  (grid.json still comes back)
             log(f"best{i}: packaging {rec['name']} failed: {e.__class__.__name__}: {e}", fh)
