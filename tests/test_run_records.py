@@ -46,6 +46,10 @@ def test_train_help_lists_every_config_field_with_its_help(capsys):
         assert f"  {f.name} " in epilog, f.name
     # the default shown is the dataclass's, e.g. val_fraction 0.2 and drop_undetected true
     assert "[default: 0.2]" in epilog and "[default: true]" in epilog and "--config RUN/config.json" in text
+    # the flags' types come from the fields' annotations too
+    from facealign.cli import build_parser
+    args = build_parser().parse_args(["train", "--epochs", "3", "--lr", "0.5", "--threads", "2", "--init", "x"])
+    assert (args.epochs, args.lr, args.threads, args.init) == (3, 0.5, 2, "x")
 
 
 def test_name_and_command_are_recorded(run, data):

@@ -18,14 +18,25 @@ HELP = "train one model (resumable; --config RUN/config.json re-runs a run)"
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
                "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
                "loader", "amp", "threads", "layout", "splits", "train_split")
-FLAG_TYPES = {"epochs": int, "batch_size": int, "size": int, "lr": float, "workers": int, "context": float,
-              "seed": int, "max_steps": int, "threads": int}
+FLAG_TYPES = {"int": int, "float": float, "str": str}  # a flag's type, from its field's annotation
 GRID_SET_BY_THE_GRID = ("backbone", "head", "loss", "out")  # `experiments` names these itself
 
 
-def field_help(name: str) -> str:
+def _field(name: str) -> dataclasses.Field:
     from facealign.train_config import TrainConfig
-    return next(f.metadata.get("help") for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def field_help(name: str) -> str:
+    return _field(name).metadata.get("help")
+
+
+def field_type(name: str):
+    """int, float or str from the field's annotation ('int | None' -> int)."""
+    annotation = str(_field(name).type).removesuffix(" | None")
+    if annotation not in FLAG_TYPES:
+        raise TypeError(f"TrainConfig.{name} ({annotation}) has no flag type; set it with --set")
+    return FLAG_TYPES[annotation]
 
 
 def add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
@@ -33,8 +44,7 @@ def add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
     for name in TRAIN_FLAGS:
         if grid and name in GRID_SET_BY_THE_GRID:
             continue
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=FLAG_TYPES.get(name, str),
-                       help=field_help(name))
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field_type(name), help=field_help(name))
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any TrainConfig field (listed below for `facealign train --help`); the value is "
                         "JSON when it parses, else a string")
