@@ -29,7 +29,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+                "--window-size=1200,900", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)  # no driver download
     driver.set_page_load_timeout(30)
@@ -42,7 +42,8 @@ def photo(tmp_path_factory) -> Path:
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
     path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
-    Image.fromarray(skimage_data.astronaut()).save(path, quality=92)
+    # 1200 px: larger than the page's 900 px canvas limit, so the layout test sees a photo that must be fitted
+    Image.fromarray(skimage_data.astronaut()).resize((1200, 1200)).save(path, quality=92)
     return path
 
 
@@ -74,7 +75,42 @@ def test_page_uploads_a_photo_and_draws_68_points(browser, photo, tmp_path):
                 if (Math.abs(d[i] - r) < 6 && Math.abs(d[i + 1] - g) < 6 && Math.abs(d[i + 2] - b) < 6) n++; return n; });
         """)
         assert min(colours) > 20, colours
+        # issue 24: at 1200x900 the photo and the face table are both in view, without scrolling
+        in_view = browser.execute_script("""
+            const inside = (el) => { const r = el.getBoundingClientRect();
+                return r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth; };
+            return [inside(document.getElementById('view')), inside(document.querySelector('#faces tbody tr')),
+                    innerWidth, innerHeight];""")
+        assert in_view[:2] == [True, True], in_view
         shot = tmp_path / "serve-screenshot.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         if os.environ.get("FACEALIGN_SCREENSHOT"):
             shutil.copyfile(shot, os.environ["FACEALIGN_SCREENSHOT"])
+
+
+def test_a_failed_upload_clears_the_previous_result(browser, photo, tmp_path):
+    """After a good photo, an unreadable file: the error shows and no face, table row or download remains."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from facealign.serve.app import create_app
+    from facealign.serve.command import build_pool
+    from facealign.serve.config import ServeConfig
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    config = ServeConfig(model="fast", backend="onnx-int8")
+    with LiveServer(create_app(build_pool(config), config)) as live:
+        browser.get(live.url + "/")
+        state = lambda d: d.execute_script("return window.facealign.state")  # noqa: E731
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        WebDriverWait(browser, 60).until(lambda d: state(d) in ("done", "error"))
+        assert state(browser) == "done" and browser.find_elements(By.CSS_SELECTOR, "#faces tbody tr")
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        WebDriverWait(browser, 60).until(lambda d: state(d) == "error")
+        assert browser.find_element(By.ID, "status").text.startswith("Error:")
+        assert browser.find_elements(By.CSS_SELECTOR, "#faces tbody tr") == []
+        assert not browser.find_element(By.ID, "download").is_enabled()
+        painted = browser.execute_script("""
+            const c = document.getElementById('view'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;""")
+        assert painted == 0  # the canvas holds nothing of the previous photo
