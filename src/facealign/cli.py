@@ -25,7 +25,7 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 def cmd_data_summary(args) -> int:
     from facealign.data.summary import format_summary, summarize_root, summary_error
     summary = summarize_root(args.root, args.layout, decode=not args.no_decode, progress=sys.stderr.isatty(),
-                             split_file=args.splits)
+                             split_file=args.splits, scheme=args.scheme)
     print(format_summary(summary))
     why = summary_error(summary)
     if why is not None:
@@ -41,7 +41,8 @@ def cmd_data_summary(args) -> int:
 def cmd_data_show(args) -> int:
     from facealign.data.show import save_grid
     path = save_grid(args.root, args.split, args.n, args.output, layout=args.layout, protocol=args.box,
-                     size=args.size, seed=args.seed, cache_dir=args.cache_dir, split_file=args.splits)
+                     size=args.size, seed=args.seed, cache_dir=args.cache_dir, split_file=args.splits,
+                     scheme=args.scheme)
     print(f"wrote {path}")
     return 0
 
@@ -97,13 +98,14 @@ def cmd_baseline(args) -> int:
 def cmd_evaluate(args) -> int:
     from facealign.data.counts import format_counts
     from facealign.data.boxes import get_miss_policy
-    from facealign.evaluate import evaluate, format_summary_line, load_evaluated
+    from facealign.evaluate import check_scheme, evaluate, format_summary_line, load_evaluated
     from facealign.data.boxes import DetectorConfig, get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
     if args.no_flip and args.flip_tta == "on":
         raise ValueError("--no-flip and --flip-tta on contradict each other")
     predictor = load_evaluated(args.model, flip_tta=False if args.no_flip else FLIP_CHOICES[args.flip_tta])
+    check_scheme(predictor, args.scheme)
     results = evaluate(predictor, args.data, args.split, args.box, args.output, args.cache_dir, miss=args.miss,
                        detector=DetectorConfig(args.detector, args.upsample), layout=args.layout,
                        split_file=args.splits)
@@ -200,6 +202,9 @@ SPLITS_HELP = ("generic layout: a split file, JSON {split: [paths]} or CSV path,
                "else one split 'all' (docs/data.md)")
 
 
+SCHEME_HELP = ("landmark scheme of the .pts files: ibug68 (default), wflw98, cofw29 or a scheme .json file "
+               "(docs/data.md)")
+
 FLIP_CHOICES = {"on": True, "off": False, None: None}  # --flip-tta; None: the evaluation convention (on)
 
 MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its ground-truth landmark box, the same "
@@ -234,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "profile faces, images without .pts, duplicate stems, landmarks far outside the image)")
     p.add_argument("--no-decode", action="store_true",
                    help="read image headers only (faster; misses truncated pixel data)")
+    p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.set_defaults(func=cmd_data_summary)
     p = data.add_parser("show", help="grid of face crops with landmarks drawn")
     _add_data_args(p)
@@ -244,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.set_defaults(func=cmd_data_show)
     p = data.add_parser("pack", help="one portable file of JPEG face crops, landmarks, boxes and metadata for "
                                      "`facealign train --data PACK`")
@@ -296,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint and its package score the same) or off (one crop per face)")
     p.add_argument("--no-flip", action="store_true", help="the same as --flip-tta off")
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--scheme", default=None, help="landmark scheme of the data (default: the model's; dlib and "
+                   "dlib-ert runs: ibug68 only), checked against the model's")
     p.add_argument("--split", nargs="+", default=["common"], help="split name(s) (`facealign data summary` lists a "
                                                                   "root's; default: common, 300W's)")
     _add_layout_args(p)

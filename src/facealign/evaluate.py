@@ -19,6 +19,7 @@ import numpy as np
 from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, face_boxes, get_miss_policy
 from facealign.data.counts import DETECTOR_MISS, face_counts, split_skipped
 from facealign.data.layouts import index_dataset
+from facealign.data.schemes import get_scheme
 from facealign.imageio import load_rgb
 from facealign.io import atomic_path, atomic_write_json
 from facealign.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
@@ -68,13 +69,32 @@ def load_evaluated(model: str, device: str = "cpu", flip_tta: bool | None = None
     return load_predictor(model, device, EVAL_FLIP_TTA if flip_tta is None else flip_tta)
 
 
+def predictor_scheme(predictor):
+    """The landmark scheme a predictor predicts (`scheme`; dlib's predictors: ibug68)."""
+    return getattr(predictor, "scheme", None) or get_scheme()
+
+
+def check_scheme(predictor, scheme: str | None) -> None:
+    """`facealign evaluate --scheme`: the data's scheme must be the one the predictor predicts (dlib: ibug68 only)."""
+    if scheme is None:
+        return
+    want, have = get_scheme(scheme), predictor_scheme(predictor)
+    if (want.name, want.num_points) == (have.name, have.num_points):
+        return
+    if predictor.name.startswith("dlib") or not hasattr(predictor, "scheme"):
+        raise ValueError(f"{predictor.name} predicts the 68-point ibug68 scheme only (dlib comparisons stay "
+                         f"68-point), not {want.name}")
+    raise ValueError(f"{predictor.name} predicts the {have.name} scheme ({have.num_points} points), not {want.name} "
+                     f"({want.num_points})")
+
+
 def predict_records(predictor, records, boxes: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Predictions (N, 68, 2) in image pixels; each photo is decoded once."""
+    """Predictions (N, K, 2) in image pixels (K: the predictor's scheme); each photo is decoded once."""
     from tqdm import tqdm
     by_image = defaultdict(list)
     for i, r in enumerate(records):
         by_image[r.image].append(i)
-    out = np.zeros((len(records), 68, 2), np.float32)
+    out = np.zeros((len(records), predictor_scheme(predictor).num_points, 2), np.float32)
     for image, idx in tqdm(by_image.items(), desc=f"evaluating {predictor.name}", unit="img", disable=not progress):
         out[idx] = predictor.predict(load_rgb(image), boxes[idx])
     return out
@@ -101,18 +121,19 @@ def format_summary_line(s: dict) -> str:
 
 
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
-             cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str = "inter_ocular",
+             cache_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, norm: str | None = None,
              progress: bool = True, miss: str = FAIR_MISS, detector: DetectorConfig = DetectorConfig(),
              layout: str = "auto", split_file: str | Path | None = None) -> dict[str, dict]:
     """Evaluate on each split; writes per-image CSV, CED PNG, summary JSON and errors (.npy) per split into out_dir.
 
     Summary keys, beyond `evaluate_landmarks`'s (n = faces in the metric, nme, auc, fr...): faces (in the
     split), detector_misses, skipped, miss (the handling's name), miss_handling (its label), box_protocol,
-    flip_tta (whether each face was also predicted mirrored and averaged).
+    flip_tta (whether each face was also predicted mirrored and averaged), scheme (the landmark scheme; the data's
+    .pts files must have its point count), norm (None: the scheme's standard normaliser, ibug68's inter_ocular).
     """
     get_miss_policy(miss)  # an unknown name fails before any work
     box_cache = BoxCache(data, cache_dir, detector)
-    index = _index(data, layout, split_file)
+    index = _index(data, layout, split_file, predictor_scheme(predictor).num_points)
     results = {}
     for split in splits:
         summary, errors, _, (records, fb) = _evaluate_split(predictor, index, split, protocol, miss, box_cache,
@@ -127,23 +148,23 @@ def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "de
 
 def evaluate_split(predictor, data: str | Path, split: str, protocol: str = "detector", miss: str = FAIR_MISS,
                    cache: BoxCache | None = None, progress: bool = False, threshold: float = DEFAULT_THRESHOLD,
-                   norm: str = "inter_ocular", layout: str = "auto", split_file: str | Path | None = None
+                   norm: str | None = None, layout: str = "auto", split_file: str | Path | None = None
                    ) -> tuple[dict, np.ndarray, list[str]]:
     """One split: (summary as in `evaluate`, (n,) per-face errors of the evaluated faces, their keys)."""
     get_miss_policy(miss)
     own = cache is None  # a cache made here is saved here; a caller's cache is the caller's to save
     cache = BoxCache(data) if own else cache
-    index = _index(data, layout, split_file)
+    index = _index(data, layout, split_file, predictor_scheme(predictor).num_points)
     summary, errors, keys, _ = _evaluate_split(predictor, index, split, protocol, miss, cache, threshold, norm, progress)
     if own:
         cache.save()
     return summary, errors, keys
 
 
-def _index(data, layout: str = "auto", split_file=None):
+def _index(data, layout: str = "auto", split_file=None, num_points: int = 68):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing 300W subset folders
-        return index_dataset(data, layout, split_file)
+        return index_dataset(data, layout, split_file, num_points=num_points)
 
 
 def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshold, norm, progress):
@@ -157,7 +178,7 @@ def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshol
     pred = predict_records(predictor, [records[i] for i in kept], fb.boxes[kept], progress)
     elapsed = time.time() - t0
     gt = np.stack([records[i].landmarks for i in kept])
-    errors, summary = evaluate_landmarks(pred, gt, norm, threshold)
+    errors, summary = evaluate_landmarks(pred, gt, norm, threshold, predictor_scheme(predictor))
     summary.update(split=split, box_protocol=protocol, detector=box_cache.detector.tag, miss=miss,
                    miss_handling=MISS_LABELS[miss],
                    faces=len(records), detector_misses=int(fb.missed.sum()), skipped=len(records) - len(kept),

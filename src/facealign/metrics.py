@@ -1,6 +1,7 @@
 """Landmark accuracy metrics: normalised mean error (NME), CED curve, AUC and failure rate.
 
-Pure numpy. Landmarks are float arrays of shape (N, 68, 2) in pixels, (x, y).
+Pure numpy. Landmarks are float arrays of shape (N, K, 2) in pixels, (x, y), K from the landmark scheme
+(`facealign.data.schemes`; default ibug68, K = 68), which also names the normalising points.
 Per-image errors are dimensionless (pixel error / pixel normaliser).
 See docs/metrics.md for the exact definitions.
 """
@@ -10,13 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.scheme import (
-    LEFT_EYE,
-    LEFT_EYE_OUTER,
-    NUM_LANDMARKS,
-    RIGHT_EYE,
-    RIGHT_EYE_OUTER,
-)
+from facealign.data.schemes import LandmarkScheme, get_scheme
 
 # 300W convention (Sagonas et al.): failure / AUC cut-off of 8% of the inter-ocular distance.
 DEFAULT_THRESHOLD = 0.08
@@ -25,32 +20,42 @@ DEFAULT_NORM = "inter_ocular"
 DEFAULT_CED_POINTS = 1001
 
 
-def _inter_ocular(gt: np.ndarray) -> np.ndarray:
-    """Distance between the outer eye corners 36 and 45, (N, 68, 2) -> (N,) pixels."""
-    return np.linalg.norm(gt[:, RIGHT_EYE_OUTER] - gt[:, LEFT_EYE_OUTER], axis=-1)
+def _inter_ocular(gt: np.ndarray, scheme: LandmarkScheme | None = None) -> np.ndarray:
+    """Distance between the scheme's outer eye corners (ibug68: 36 and 45), (N, K, 2) -> (N,) pixels."""
+    scheme = get_scheme(scheme)
+    if scheme.eye_corners is None:
+        raise ValueError(f"scheme {scheme.name} names no eye corners: inter_ocular is undefined; valid: "
+                         f"{scheme.norm}, bbox_diagonal")
+    a, b = scheme.eye_corners
+    return np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
 
 
-def _inter_pupil(gt: np.ndarray) -> np.ndarray:
-    """Distance between eye centres (mean of 36-41 and of 42-47), (N, 68, 2) -> (N,) pixels."""
-    right = gt[:, list(RIGHT_EYE)].mean(axis=1)
-    left = gt[:, list(LEFT_EYE)].mean(axis=1)
+def _inter_pupil(gt: np.ndarray, scheme: LandmarkScheme | None = None) -> np.ndarray:
+    """Distance between the pupils, (N, K, 2) -> (N,) pixels: the centroids of the scheme's pupil groups (ibug68:
+    the eye centres, means of 36-41 and of 42-47; wflw98: points 96, 97; cofw29: points 16, 17)."""
+    scheme = get_scheme(scheme)
+    if scheme.pupils is None:
+        raise ValueError(f"scheme {scheme.name} names no pupils: inter_pupil is undefined; valid: "
+                         f"{scheme.norm}, bbox_diagonal")
+    right, left = (gt[:, list(g)].mean(axis=1) for g in scheme.pupils)
     return np.linalg.norm(right - left, axis=-1)
 
 
-def _bbox_diagonal(gt: np.ndarray) -> np.ndarray:
-    """Diagonal sqrt(w^2 + h^2) of the tight box around the gt points, (N, 68, 2) -> (N,) pixels."""
+def _bbox_diagonal(gt: np.ndarray, scheme: LandmarkScheme | None = None) -> np.ndarray:
+    """Diagonal sqrt(w^2 + h^2) of the tight box around the gt points, (N, K, 2) -> (N,) pixels."""
     wh = gt.max(axis=1) - gt.min(axis=1)
     return np.hypot(wh[:, 0], wh[:, 1])
 
 
-NORMALIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+# normaliser(gt (N, K, 2), scheme=None: ibug68) -> (N,) pixels
+NORMALIZERS: dict[str, Callable[..., np.ndarray]] = {
     "inter_ocular": _inter_ocular,
     "inter_pupil": _inter_pupil,
     "bbox_diagonal": _bbox_diagonal,
 }
 
 
-def get_normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
+def get_normalizer(name: str) -> Callable[..., np.ndarray]:
     """Look up a normaliser by name; an unknown name raises ValueError listing the valid ones."""
     try:
         return NORMALIZERS[name]
@@ -60,13 +65,13 @@ def get_normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
         ) from None
 
 
-def _as_landmarks(a, what: str) -> np.ndarray:
-    """Return `a` as float (N, 68, 2); a single (68, 2) face is promoted to N=1."""
+def _as_landmarks(a, what: str, k: int) -> np.ndarray:
+    """Return `a` as float (N, K, 2); a single (K, 2) face is promoted to N=1."""
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 2:
         a = a[None]
-    if a.ndim != 3 or a.shape[1:] != (NUM_LANDMARKS, 2):
-        raise ValueError(f"{what} must have shape (N, {NUM_LANDMARKS}, 2) or ({NUM_LANDMARKS}, 2), got {a.shape}")
+    if a.ndim != 3 or a.shape[1:] != (k, 2):
+        raise ValueError(f"{what} must have shape (N, {k}, 2) or ({k}, 2), got {a.shape}")
     return a
 
 
@@ -87,18 +92,21 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
-def per_image_nme(pred, gt, norm: str = DEFAULT_NORM) -> np.ndarray:
+def per_image_nme(pred, gt, norm: str | None = DEFAULT_NORM, scheme: LandmarkScheme | str | None = None) -> np.ndarray:
     """Normalised mean error per image.
 
-    pred, gt: (N, 68, 2) or (68, 2) pixels. Returns (N,) dimensionless errors:
-    mean over the 68 points of ||pred - gt||_2, divided by NORMALIZERS[norm](gt).
-    A zero normaliser (degenerate gt) raises ValueError rather than returning inf.
+    pred, gt: (N, K, 2) or (K, 2) pixels, K the scheme's point count (default ibug68: 68). Returns (N,)
+    dimensionless errors: mean over the K points of ||pred - gt||_2, divided by NORMALIZERS[norm](gt, scheme)
+    (norm None: the scheme's standard normaliser). A zero normaliser (degenerate gt) raises ValueError rather
+    than returning inf.
     """
+    scheme = get_scheme(scheme)
+    norm = scheme.norm if norm is None else norm
     normalizer = get_normalizer(norm)
-    pred, gt = _as_landmarks(pred, "pred"), _as_landmarks(gt, "gt")
+    pred, gt = _as_landmarks(pred, "pred", scheme.num_points), _as_landmarks(gt, "gt", scheme.num_points)
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
-    d = normalizer(gt)
+    d = normalizer(gt, scheme)
     bad = np.flatnonzero(~(d > 0))  # also catches NaN
     if bad.size:
         raise ValueError(f"{norm} normaliser is zero or invalid for image(s) {bad.tolist()}")
@@ -158,8 +166,11 @@ def summarize(errors, threshold: float = DEFAULT_THRESHOLD) -> dict:
 
 
 def evaluate_landmarks(
-    pred, gt, norm: str = DEFAULT_NORM, threshold: float = DEFAULT_THRESHOLD
+    pred, gt, norm: str | None = DEFAULT_NORM, threshold: float = DEFAULT_THRESHOLD,
+    scheme: LandmarkScheme | str | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Per-image NME (N,) and its summary dict; the summary also records `norm`."""
-    errors = per_image_nme(pred, gt, norm)
-    return errors, {**summarize(errors, threshold), "norm": norm}
+    """Per-image NME (N,) and its summary dict; the summary also records `norm` and the `scheme`'s name."""
+    scheme = get_scheme(scheme)
+    norm = scheme.norm if norm is None else norm
+    errors = per_image_nme(pred, gt, norm, scheme)
+    return errors, {**summarize(errors, threshold), "norm": norm, "scheme": scheme.name}

@@ -40,8 +40,13 @@ class OutputNames:
         return p
 
 
-CSV_HEADER = (["source", "frame", "face", "track", "score", "box_x0", "box_y0", "box_x1", "box_y1"]
-              + [f"{axis}{i}" for i in range(68) for axis in ("x", "y")])
+def csv_header(num_points: int = 68) -> list[str]:
+    """The landmarks CSV's header: source, frame, face, track, score, box, then x0, y0 ... for K points."""
+    return (["source", "frame", "face", "track", "score", "box_x0", "box_y0", "box_x1", "box_y1"]
+            + [f"{axis}{i}" for i in range(num_points) for axis in ("x", "y")])
+
+
+CSV_HEADER = csv_header(68)
 
 
 def csv_row(source: str, frame: int | None, index: int, face: Face, track: int | None = None) -> list:
@@ -66,7 +71,14 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> Image.Image:
 
 SCHEMA_VERSION = 1  # bump on any incompatible change of the image document
 SCHEMA_FILE = "predict.schema.json"  # facealign/schema/: the JSON Schema of the image document
-LANDMARK_SCHEME = "ibug-68"
+LANDMARK_SCHEME = "ibug-68"  # the document's name of the default scheme (ibug68); other schemes by their name
+
+
+def landmark_scheme(card: dict) -> str:
+    """The document's `landmark_scheme` for a model card: "ibug-68" for ibug68 (and cards without a scheme),
+    else the scheme's name (wflw98, cofw29, a user scheme's)."""
+    name = (card.get("scheme") or {}).get("name", "ibug68")
+    return LANDMARK_SCHEME if name == "ibug68" else name
 BOX_FORMAT = "xyxy"  # (x0, y0, x1, y1), image pixels
 COORDINATES = "image pixels (x, y), 0-based pixel centres: the top-left pixel's centre is (0, 0)"
 
@@ -86,7 +98,7 @@ def image_json(source: str, rgb: np.ndarray, faces: Sequence[Face], aligner: Fac
             "image": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
             "model": aligner.name, "model_version": str(aligner.card.get("weights_sha256", ""))[:12],
             "backend": aligner.backend_name, "detector": aligner.detector_name,
-            "landmark_scheme": LANDMARK_SCHEME, "box_format": BOX_FORMAT, "coordinates": COORDINATES,
+            "landmark_scheme": landmark_scheme(aligner.card), "box_format": BOX_FORMAT, "coordinates": COORDINATES,
             "faces": [f.to_dict() for f in faces]}
 
 

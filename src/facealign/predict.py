@@ -23,7 +23,7 @@ from facealign.data.pts import write_pts
 from facealign.imageio import ImageLoadError, load_rgb
 from facealign.inference.aligner import DEFAULT_MIN_SCORE, Face, FaceAligner, as_rgb  # noqa: F401 (re-exported)
 from facealign.io import atomic_write_text, safe_stem  # noqa: F401 (re-exported)
-from facealign.outputs import CSV_HEADER, OutputNames, annotate, csv_row, image_json, save_image, write_json
+from facealign.outputs import OutputNames, annotate, csv_header, csv_row, image_json, save_image, write_json
 from facealign.rotations import detect_turned, turn_faces
 from facealign.video import DEFAULT_BETA, VIDEO_EXTENSIONS, process_video
 
@@ -227,7 +227,7 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
     if csv:
         buf = io.StringIO()
         writer = _csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
+        writer.writerow(csv_header(aligner.runner.scheme.num_points))
         writer.writerows(rows)
         atomic_write_text(names.path("landmarks.csv"), buf.getvalue())
     return report

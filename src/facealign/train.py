@@ -30,6 +30,7 @@ from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, forma
 from facealign.data.dataset import CachedFaces, EpochSampler
 from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
+from facealign.data.schemes import get_scheme
 from facealign.imageio import load_rgb
 from facealign.fpstate import flush_denormals
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
@@ -81,7 +82,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = index_dataset(cfg.data, cfg.layout, cfg.splits)
+        index = index_dataset(cfg.data, cfg.layout, cfg.splits, num_points=get_scheme(cfg.scheme).num_points)
     pool = index.records(cfg.train_split)
     train, val = split_train_val(pool, cfg.val_fraction, cfg.seed)
     before = len(train) + len(val)
@@ -130,8 +131,8 @@ def _detected(record, box_cache: BoxCache) -> bool:
 class WorkerBatches:
     """The per-sample numpy path: `CachedFaces` in DataLoader worker processes that persist across epochs."""
 
-    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
-        self.dataset = CachedFaces(cache, augment=cfg.augment, seed=cfg.seed)
+    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
+        self.dataset = CachedFaces(cache, augment=cfg.augment, seed=cfg.seed, mirror=mirror)
         self.device = device
         self.sampler = EpochSampler(sampler)
         self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=cfg.workers,
@@ -151,8 +152,8 @@ class WorkerBatches:
 class TensorBatches:
     """Batched augmentation on the training device (`DeviceFaces`); no worker processes."""
 
-    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
-        self.faces = DeviceFaces(cache, device, augment=cfg.augment, seed=cfg.seed)
+    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
+        self.faces = DeviceFaces(cache, device, augment=cfg.augment, seed=cfg.seed, mirror=mirror)
         self.sampler, self.batch_size = sampler, batch_size
 
     def __len__(self) -> int:
@@ -167,10 +168,19 @@ class TensorBatches:
 LOADERS = {"tensor": TensorBatches, "workers": WorkerBatches}
 
 
-def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device):
+def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
+    """mirror: the landmark scheme's mirror permutation for flips (None: the 68-point one)."""
     if cfg.loader not in LOADERS:
         raise ValueError(f"unknown loader {cfg.loader!r}; valid: {', '.join(LOADERS)}")
-    return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device)
+    return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device, mirror)
+
+
+def check_scheme(cache, scheme, data) -> None:
+    """A cache (from a pack, or a root indexed with the scheme) whose faces have another point count is an error."""
+    k = cache.landmarks.shape[1]
+    if k != scheme.num_points:
+        raise ValueError(f"{data} holds {k}-point faces but the scheme {scheme.name} has {scheme.num_points} "
+                         f"points; choose the scheme with --set scheme=NAME")
 
 
 # Autocast dtype per mode. `auto` is fp16 on CUDA and fp32 on the CPU: on a Xeon with AMX, bf16 autocast
@@ -218,14 +228,16 @@ def predict_normalised(model, images: torch.Tensor, batch_size: int = 64) -> np.
     return torch.cat(out).numpy()
 
 
-def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torch.channels_last) -> float:
-    """Mean inter-ocular NME on the validation faces, in original image pixels (fp32, no autocast)."""
+def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torch.channels_last,
+             scheme=None) -> float:
+    """Mean NME (the scheme's standard normaliser; ibug68: inter-ocular) on the validation faces, in original image
+    pixels (fp32, no autocast)."""
     batch = torch.stack([val_ds[i]["image"] for i in range(len(val_ds))]).to(device)
     batch = batch.contiguous(memory_format=memory_format)
     coords = predict_normalised(model, batch)
     pred = np.stack([val_ds.cache.crop_transform(i).to_image(c) for i, c in enumerate(coords)])
     gt = np.stack([r.landmarks for r in val_records])
-    return float(per_image_nme(pred, gt).mean())
+    return float(per_image_nme(pred, gt, None, scheme).mean())
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
@@ -267,6 +279,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
     device = _device(cfg)
     run_dir = cfg.run_dir
     loss_spec = build_loss(head_kind(cfg.head), cfg.loss)  # rejects a mismatched pair before any work
+    scheme = get_scheme(cfg.scheme)  # an unknown scheme or a malformed scheme file fails before any work
 
     data_counts: dict = {}  # faces found, used and dropped by reason: printed always, kept in config.json
     if main_proc:
@@ -276,19 +289,20 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         dist.barrier()  # rank 0 built the caches; the others now find them
     if not main_proc:
         train_cache, val_cache, val_records = prepare_data(cfg, progress=False)
+    check_scheme(train_cache, scheme, cfg.data)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     val_ds = CachedFaces(val_cache) if val_cache is not None else None  # None: val_fraction 0, a final fit
     sampler = DistributedSampler(range(len(train_cache)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     per_rank_batch = cfg.batch_size // world
-    batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device)
+    batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device, scheme.mirror_permutation)
     steps_per_epoch = len(batches) if cfg.max_steps is None else min(cfg.max_steps, len(batches))
     total_steps = steps_per_epoch * cfg.epochs
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.backbone, cfg.head, init=None if cfg.init_model or cfg.init_backbone else cfg.init,
-                        feature_index=cfg.feature_index)
+                        feature_index=cfg.feature_index, num_landmarks=scheme.num_points)
     if cfg.init_model:
         load_full_model(model, cfg.init_model)
     if cfg.init_backbone:
@@ -369,7 +383,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         if distributed:
             dist.barrier()
         if main_proc:
-            val_nme = validate(model, val_ds, val_records, device, memory_format) if val_ds is not None else None
+            val_nme = validate(model, val_ds, val_records, device, memory_format, scheme) if val_ds is not None else None
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps_per_epoch, 1), "val_nme": val_nme,
                       "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / (time.time() - t0),
                       "epoch_s": time.time() - t0}
@@ -378,7 +392,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
             improved = val_nme is None or val_nme < best
             best = best if val_nme is None else min(best, val_nme)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "best_val_nme": best, "history": history, "config": config_dict(cfg)}
+                     "best_val_nme": best, "history": history, "config": config_dict(cfg),
+                     "scheme": scheme.to_dict()}
             if improved:
                 save_checkpoint(best_path, state)
             save_checkpoint(last_path, state)

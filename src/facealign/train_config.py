@@ -27,6 +27,8 @@ class TrainConfig:
     splits: str | None = _opt(None, "generic layout: a split file, JSON {split: [paths]} or CSV path,split (null: "
                                     "the root's split folders train/, val/, test/ ..., else one split 'all'; "
                                     "docs/data.md)")
+    scheme: str = _opt("ibug68", "landmark scheme: ibug68, wflw98, cofw29 or a scheme .json file (points, mirror "
+                                 "pairs, NME normaliser; docs/data.md); the .pts files must have its point count")
     train_split: str = _opt("train", "split(s) forming the training pool, '+'-joined (e.g. train+common)")
     val_fraction: float = _opt(0.2, "fraction of the pool held out by photo for validation (0: a final fit, "
                                     "no validation)")

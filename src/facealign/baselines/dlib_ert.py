@@ -85,6 +85,10 @@ class DlibErtConfig:
 def make_config(**overrides) -> DlibErtConfig:
     """DlibErtConfig with `overrides` (None values ignored); an unknown name raises ValueError listing the valid ones."""
     fields = [f.name for f in dataclasses.fields(DlibErtConfig)]
+    if overrides.get("scheme") not in (None, "ibug68"):
+        raise ValueError(f"{NAME} trains the 68-point ibug68 scheme only (dlib comparisons stay 68-point), not "
+                         f"scheme={overrides['scheme']}; train another scheme with `facealign train --set scheme=...`")
+    overrides = {k: v for k, v in overrides.items() if k != "scheme"}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ValueError(f"unknown {NAME} option(s): {', '.join(unknown)}; valid: {', '.join(fields)}")

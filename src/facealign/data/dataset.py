@@ -10,12 +10,14 @@ from facealign.data.transforms import AugmentConfig, flip_order, normalize_float
 
 
 class CachedFaces(Dataset):
-    """Items: {"image": (3, S, S) float32 ImageNet-normalised, "coords": (68, 2) normalised crop coords,
+    """Items: {"image": (3, S, S) float32 ImageNet-normalised, "coords": (K, 2) normalised crop coords,
     "index": int}. Augmentation is a pure function of (seed, epoch, index), so an interrupted and
     resumed run sees exactly the same samples."""
 
-    def __init__(self, cache: CropCache, indices=None, augment: AugmentConfig | None = None, seed: int = 0):
+    def __init__(self, cache: CropCache, indices=None, augment: AugmentConfig | None = None, seed: int = 0,
+                 mirror: np.ndarray | None = None):
         self.cache = cache
+        self.mirror = mirror  # the landmark scheme's mirror permutation (None: the 68-point one)
         self.indices = np.arange(len(cache)) if indices is None else np.asarray(indices)
         self.augment = augment
         self.seed = seed
@@ -28,7 +30,7 @@ class CachedFaces(Dataset):
         return len(self.indices)
 
     def sample(self, i: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(crop (S, S, 3) float32 in [0, 1], coords (68, 2) normalised) for the i-th item in `epoch`
+        """(crop (S, S, 3) float32 in [0, 1], coords (K, 2) normalised) for the i-th item in `epoch`
         (default: the one set by `set_epoch`)."""
         epoch = self.epoch if epoch is None else epoch
         j = int(self.indices[i])
@@ -41,7 +43,7 @@ class CachedFaces(Dataset):
         # landmarks are stored in cached-crop coords: convert to cached pixel centres, then map like the image
         coords = t.to_crop(self.cache.landmarks[j] * self.cache.spec.cache_size - 0.5)
         if flip:
-            coords = flip_order(coords)
+            coords = flip_order(coords, self.mirror)
         crop = t.warp(np.asarray(self.cache.images[j]), size).astype(np.float32) / 255.0
         if rng is not None:
             crop = photometric(crop, rng, self.augment)

@@ -30,7 +30,7 @@ PROFILE_POINTS = 39  # Menpo's profile markup
 class FaceRecord:
     """One annotated face.
 
-    landmarks: (68, 2) float32, 0-based pixel centres (pixels) in the image.
+    landmarks: (K, 2) float32 (K from the landmark scheme, 68 by default), 0-based pixel centres (pixels) in the image.
     group: faces with the same group come from the same photo and must stay on
     one side of a train/validation split (AFW stores one file per face).
     """
@@ -181,8 +181,8 @@ def far_outside(landmarks: np.ndarray, width: int, height: int) -> float:
 
 
 def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = "",
-                flagged: list | None = None) -> list[FaceRecord]:
-    """Every image + 68-point .pts pair under `folder` (recursively), sorted by path.
+                flagged: list | None = None, num_points: int = NUM_LANDMARKS) -> list[FaceRecord]:
+    """Every image + `num_points`-point .pts pair under `folder` (recursively), sorted by path.
 
     Unusable faces are appended to `skipped` as (path, reason) and left out; images without
     .pts, ignored duplicate images and faces with landmarks far outside their image go to
@@ -205,8 +205,9 @@ def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = ""
         except PtsError as e:
             skipped.append((str(pts), problem(BAD_PTS, str(e).removeprefix(f"{pts}: "))))
             continue
-        if len(landmarks) != NUM_LANDMARKS:
-            reason = problem(PROFILE) if len(landmarks) == PROFILE_POINTS else problem(WRONG_COUNT, f"{len(landmarks)} points")
+        if len(landmarks) != num_points:
+            reason = (problem(PROFILE) if len(landmarks) == PROFILE_POINTS and num_points == NUM_LANDMARKS else
+                      problem(WRONG_COUNT, f"{len(landmarks)} points, the scheme has {num_points}"))
             skipped.append((str(pts), reason))
             continue
         try:
@@ -226,7 +227,7 @@ def scan_folder(folder: Path, subset: str, skipped: list, group_prefix: str = ""
 
 
 def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
-                   splits: dict[str, tuple[str, ...]]) -> DatasetIndex:
+                   splits: dict[str, tuple[str, ...]], num_points: int = NUM_LANDMARKS) -> DatasetIndex:
     """Index named subset folders and assemble splits from them.
 
     subsets: subset name -> candidate relative folders (first existing one wins).
@@ -246,7 +247,7 @@ def _index_subsets(root: Path, layout: str, subsets: dict[str, tuple[str, ...]],
             found[name] = []
             continue
         before = len(skipped)
-        found[name] = scan_folder(folder, name, skipped, flagged=flagged)
+        found[name] = scan_folder(folder, name, skipped, flagged=flagged, num_points=num_points)
         skipped_of[name] = skipped[before:]
     split_records = {s: [r for sub in subs for r in found[sub]] for s, subs in splits.items()}
     split_missing = {s: [missing_of[sub] for sub in subs if sub in missing_of] for s, subs in splits.items()}
@@ -285,19 +286,19 @@ MENPO_SUBSETS = {"trainset": ("trainset",), "testset": ("testset",)}
 MENPO_SPLITS = {"train": ("trainset",), "test": ("testset",)}
 
 
-def index_300w(root: Path) -> DatasetIndex:
-    return _index_subsets(root, "300w", W300_SUBSETS, W300_SPLITS)
+def index_300w(root: Path, num_points: int = NUM_LANDMARKS) -> DatasetIndex:
+    return _index_subsets(root, "300w", W300_SUBSETS, W300_SPLITS, num_points)
 
 
-def index_menpo(root: Path) -> DatasetIndex:
-    return _index_subsets(root, "menpo", MENPO_SUBSETS, MENPO_SPLITS)
+def index_menpo(root: Path, num_points: int = NUM_LANDMARKS) -> DatasetIndex:
+    return _index_subsets(root, "menpo", MENPO_SUBSETS, MENPO_SPLITS, num_points)
 
 
 GENERIC_HINT = ("a generic root has the splits of its top-level folders when one is named train, val or test, or "
                 "of a split file (--splits FILE); see docs/data.md")
 
 
-def index_generic(root: Path, split_file: str | Path | None = None) -> DatasetIndex:
+def index_generic(root: Path, split_file: str | Path | None = None, num_points: int = NUM_LANDMARKS) -> DatasetIndex:
     """A folder of images and .pts files (`facealign.data.splits`): splits from a split file, else from split
     folders, else one split `all`."""
     skipped: list = []
@@ -307,11 +308,11 @@ def index_generic(root: Path, split_file: str | Path | None = None) -> DatasetIn
         found, split_skipped = {}, {}
         for name in folders:
             before = len(skipped)
-            found[name] = scan_folder(root / name, name, skipped, flagged=flagged)
+            found[name] = scan_folder(root / name, name, skipped, flagged=flagged, num_points=num_points)
             split_skipped[name] = skipped[before:]
         flagged += [(str(p), problem(OUTSIDE_SPLITS)) for p in sorted(root.glob("*.pts"))]
     else:
-        records = scan_folder(root, "all", skipped, flagged=flagged)
+        records = scan_folder(root, "all", skipped, flagged=flagged, num_points=num_points)
         found, split_skipped = {"all": records}, {"all": list(skipped)}
         if split_file is not None:
             found, split_skipped = apply_split_file(root, split_file, records, skipped, flagged)
@@ -325,7 +326,7 @@ def index_generic(root: Path, split_file: str | Path | None = None) -> DatasetIn
 
 
 
-LAYOUTS: dict[str, Callable[[Path], DatasetIndex]] = {
+LAYOUTS: dict[str, Callable[..., DatasetIndex]] = {  # (root, num_points) -> index
     "300w": index_300w,
     "menpo": index_menpo,
     "generic": index_generic,
@@ -342,9 +343,11 @@ def detect_layout(root: Path) -> str:
 
 
 def index_dataset(root: str | Path, layout: str = "auto", split_file: str | Path | None = None,
-                  check_overlap: bool = True) -> DatasetIndex:
+                  check_overlap: bool = True, num_points: int = NUM_LANDMARKS) -> DatasetIndex:
     """Index a data root with a named layout ('auto' guesses it).
 
+    num_points: the landmark scheme's point count (`facealign.data.schemes`); other .pts files are skipped
+    (`wrong point count`).
     split_file: the generic layout's split file (`facealign.data.splits`); it implies `generic`.
     check_overlap: raise DataError when an image lies in two splits (`data summary` lists them instead).
     """
@@ -358,7 +361,8 @@ def index_dataset(root: str | Path, layout: str = "auto", split_file: str | Path
         layout = "generic" if split_file is not None else detect_layout(root)
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
-    index = index_generic(root, split_file) if split_file is not None else LAYOUTS[layout](root)
+    index = (index_generic(root, split_file, num_points) if split_file is not None
+             else LAYOUTS[layout](root, num_points=num_points))
     if check_overlap:
         index.check_disjoint()
     return index

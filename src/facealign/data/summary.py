@@ -5,21 +5,26 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from facealign.data.layouts import BAD_IMAGE, EXPECTED_SKIPS, DatasetIndex, index_dataset, problem, problem_kind
+from facealign.data.layouts import (BAD_IMAGE, EXPECTED_SKIPS, WRONG_COUNT, DatasetIndex, index_dataset, problem,
+                                    problem_kind)
+from facealign.data.schemes import SCHEMES, get_scheme
 
 SHOW_PATHS = 5  # example paths listed per problem kind
 
 
 def summarize_root(root: Path, layout: str = "auto", decode: bool = True, progress: bool = False,
-                   split_file: Path | None = None) -> DatasetIndex:
-    """Index `root`; with `decode`, fully decode every paired image and move failures to `skipped`.
+                   split_file: Path | None = None, scheme: str | None = None) -> DatasetIndex:
+    """Index `root` for a landmark scheme (None: ibug68); with `decode`, fully decode every paired image and move
+    failures to `skipped`.
 
     Indexing reads only image headers, so truncated or damaged pixel data is found only by decoding.
     Images in two splits are listed (`overlaps`), not raised.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the summary lists missing folders and flagged faces itself
-        index = index_dataset(root, layout, split_file, check_overlap=False)
+        scheme = get_scheme(scheme)
+        index = index_dataset(root, layout, split_file, check_overlap=False, num_points=scheme.num_points)
+    index.scheme = scheme
     if decode:
         _decode_all(index, progress)
     return index
@@ -81,11 +86,17 @@ def summary_error(index: DatasetIndex) -> str | None:
         example.setdefault(problem_kind(reason), reason[len(problem_kind(reason)) + 2:])
     why = ", ".join(f"{n} {kind}" + (f" (e.g. {example[kind]})" if example[kind] else "")
                     for kind, n in kinds.most_common())
-    return f"no usable faces under {index.root}: all {len(index.skipped)} annotation(s) found were skipped: {why}"
+    hint = (f"; another landmark scheme? --scheme {' / '.join(SCHEMES)} or a scheme .json (docs/data.md)"
+            if WRONG_COUNT in kinds else "")
+    return (f"no usable faces under {index.root}: all {len(index.skipped)} annotation(s) found were skipped: "
+            f"{why}{hint}")
 
 
 def format_summary(index: DatasetIndex) -> str:
-    lines = [f"root: {index.root}", f"layout: {index.layout}", "subsets:"]
+    scheme = getattr(index, "scheme", None)
+    lines = [f"root: {index.root}", f"layout: {index.layout}"]
+    lines += [f"scheme: {scheme.name} ({scheme.num_points} points)"] if scheme else []
+    lines.append("subsets:")
     lines += [f"  {name:<16} {n:>6} faces" + (_empty_note(index, name) if n == 0 else "")
               for name, n in index.subset_counts.items()]
     lines.append("splits" + (f" ({index.split_source})" if index.split_source else "") + ":")

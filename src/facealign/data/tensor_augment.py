@@ -66,13 +66,14 @@ class DeviceFaces:
     """A crop cache held on `device` as (N, C, C, 3) uint8, served in augmented, normalised batches.
 
     `batch(indices, epoch)` -> (images (B, 3, S, S) float32 ImageNet-normalised on the device,
-    coords (B, 68, 2) float32 normalised crop coords on the device). With `augment=None` the centre
+    coords (B, K, 2) float32 normalised crop coords on the device). With `augment=None` the centre
     S-pixel window is returned unchanged (validation).
     """
 
     def __init__(self, cache: CropCache, device: torch.device | str = "cpu", augment: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, mirror: np.ndarray | None = None):
         self.cache = cache
+        self.mirror = mirror  # the landmark scheme's mirror permutation (None: the 68-point one)
         self.device = torch.device(device)
         self.augment = augment
         self.seed = seed
@@ -84,13 +85,13 @@ class DeviceFaces:
         return len(self.cache)
 
     def _maps(self, indices, params: SampleParams | None) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 2, 3) cached pixel -> crop maps and (B, 68, 2) landmarks in crop coords (float32)."""
+        """(B, 2, 3) cached pixel -> crop maps and (B, K, 2) landmarks in crop coords (float32)."""
         c = self.cache.spec.cache_size
         maps, coords = [], []
         for k, j in enumerate(indices):
             t = self.cache.pixel_to_crop(None if params is None else params.geometry[k])
             pts = t.to_crop(self.cache.landmarks[j] * c - 0.5)
-            coords.append(flip_order(pts) if params is not None and params.flip[k] else pts)
+            coords.append(flip_order(pts, self.mirror) if params is not None and params.flip[k] else pts)
             maps.append(t.matrix)
         return np.stack(maps), np.stack(coords)
 

@@ -45,9 +45,11 @@ def random_geometry(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.nd
     return m, flip
 
 
-def flip_order(landmarks: np.ndarray) -> np.ndarray:
-    """After mirroring coordinates, relabel so point i is again the i-th landmark of the 68-point scheme."""
-    return landmarks[..., MIRROR_PERMUTATION, :]
+def flip_order(landmarks: np.ndarray, mirror: np.ndarray | None = None) -> np.ndarray:
+    """After mirroring coordinates, relabel so point i is again the scheme's i-th landmark.
+
+    mirror: the scheme's `mirror_permutation` (None: the 68-point scheme's)."""
+    return landmarks[..., MIRROR_PERMUTATION if mirror is None else mirror, :]
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

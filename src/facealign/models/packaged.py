@@ -12,21 +12,31 @@ from pathlib import Path
 import torch
 
 from facealign.checkpoint import CheckpointError, load_checkpoint
+from facealign.data.schemes import SchemeError, get_scheme
 from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
 from facealign.models.registry import PACKAGED_MODELS, model_file, packaged_path  # noqa: F401 (re-exported)
 
-def card_from_config(cfg: dict) -> dict:
-    """A model card for a training checkpoint's config (no metrics)."""
+def card_from_config(cfg: dict, scheme: dict | None = None) -> dict:
+    """A model card for a training checkpoint's config (no metrics). scheme: the checkpoint's landmark scheme
+    (`LandmarkScheme.to_dict`; None: the config's `scheme`, by default ibug68)."""
     return {"name": f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}", "backbone": cfg["backbone"],
             "head": cfg["head"], "feature_index": cfg.get("feature_index", -1), "head_kwargs": {},
             "input_size": cfg["size"], "context": cfg.get("context", 0.1), "box_protocol": cfg.get("val_box", "detector"),
-            "detector": "dlib", "flip_tta": False}
+            "detector": "dlib", "flip_tta": False, "scheme": get_scheme(scheme or cfg.get("scheme")).to_dict()}
+
+
+def card_scheme(card: dict):
+    """The landmark scheme of a model card (cards without one predate schemes: ibug68)."""
+    try:
+        return get_scheme(card.get("scheme"))
+    except SchemeError as e:
+        raise CheckpointError(f"model card {card.get('name', '')!r}: {e}") from None
 
 
 def model_from_card(card: dict, state: dict[str, torch.Tensor]) -> LandmarkModel:
     model = build_model(card["backbone"], card["head"], feature_index=card.get("feature_index", -1),
-                        **card.get("head_kwargs", {}))
+                        num_landmarks=card_scheme(card).num_points, **card.get("head_kwargs", {}))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()
 
@@ -56,7 +66,7 @@ def load_model(spec: str | Path = "default", which: str = "model") -> tuple[Land
     ckpt = load_checkpoint(path)  # CheckpointError if truncated, corrupt, or a pickle with code in it
     if "config" not in ckpt or which not in ckpt:
         raise CheckpointError(f"{path}: not a facealign checkpoint (no config/{which})")
-    card = card_from_config(ckpt["config"])
+    card = card_from_config(ckpt["config"], ckpt.get("scheme"))
     return model_from_card(card, ckpt[which]), card
 
 
