@@ -3,6 +3,7 @@ the dlib refusal. The end-to-end run on 98-point data is in test_schemes_e2e.py.
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from facealign.data import scheme as ibug
@@ -172,3 +173,19 @@ def test_dlib_comparisons_stay_68_point():
     check_scheme(Dlib(), "ibug68")
     with pytest.raises(ValueError, match="dlib predicts the 68-point ibug68 scheme only .*not wflw98"):
         check_scheme(Dlib(), "wflw98")
+
+
+def test_the_experiment_grid_refuses_dlib_on_another_scheme(tmp_path):
+    from facealign.experiments import run_grid
+    with pytest.raises(ValueError, match=r"dlib comparison is 68-point only \(ibug68\), not scheme=wflw98; pass "
+                                         "--no-dlib"):
+        run_grid(str(tmp_path), tmp_path / "out", scheme="wflw98")
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_data_show_draws_a_98_point_set(tmp_path):
+    from facealign.cli import main
+    root = make_300w_fixture(tmp_path / "d", {"train": 2}, size=96, scheme="wflw98")
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", str(root), "--scheme", "wflw98", "-n", "2", "--size", "64", "-o", str(out)]) == 0
+    assert Image.open(out).size == (128, 64)

@@ -159,6 +159,9 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
     """
     out = Path(out)
     runs = out / "runs"
+    if with_dlib and overrides.get("scheme") not in (None, "ibug68"):
+        raise ValueError(f"the dlib comparison is 68-point only (ibug68), not scheme={overrides['scheme']}; "
+                         "pass --no-dlib")
     if not report_only:
         for m in misses:
             get_miss_policy(m)  # fail before hours of training

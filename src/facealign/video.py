@@ -129,7 +129,7 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
     from tqdm import tqdm
 
     from facealign.data.pts import write_pts
-    from facealign.outputs import (BOX_FORMAT, COORDINATES, LANDMARK_SCHEME, SCHEMA_VERSION, annotate, csv_row,
+    from facealign.outputs import (BOX_FORMAT, COORDINATES, SCHEMA_VERSION, annotate, csv_row, landmark_scheme,
                                    write_json)
     from facealign.version import __version__
     cap, fps, count = open_video(path)
@@ -176,7 +176,7 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
         "detector": aligner.detector_name, "frames": n_frames, "frames_in_header": count, "complete": complete,
         "fps": fps, "width": width, "height": height,
         "faces": n_faces, "cuts": cuts,
-        "landmark_scheme": LANDMARK_SCHEME, "box_format": BOX_FORMAT,
+        "landmark_scheme": landmark_scheme(aligner.card), "box_format": BOX_FORMAT,
         "tracking": {"reset_iou": RESET_IOU, "max_missed": MAX_MISSED, "cut_min_correlation": CUT_MIN_CORRELATION,
                      "cut_thumbnail": THUMB_SIZE, "cut_max_shift": MAX_SHIFT},
         "smoothing": None if smooth is None else {"method": "one-euro", "alpha": smooth, "beta": beta,

@@ -89,18 +89,19 @@ def export_onnx(model_spec_or_module, path: str | os.PathLike, card: dict | None
         model.train(was_training)
     proto = onnx.load_from_string(buf.getvalue())
     from facealign.version import __version__
+    points = (card.get("scheme") or {}).get("num_points", 68)  # the card's landmark scheme (none: ibug68)
     meta = {
         CARD_KEY: json.dumps(card, sort_keys=True, default=str),
         IO_KEY: json.dumps({"input": INPUT_NAME, "input_shape": ["batch", 3, size, size], "input_dtype": "float32",
                             "normalisation": "imagenet mean/std on RGB in [0, 1]",
-                            "output": OUTPUT_NAME, "output_shape": ["batch", 68, 2],
+                            "output": OUTPUT_NAME, "output_shape": ["batch", points, 2],
                             "output_units": "normalised crop coordinates, u = (x + 0.5) / S"}),
         VERSION_KEY: __version__,
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = f"facealign {card.get('name')}: {size}x{size} face crop -> 68 landmarks"
+    proto.doc_string = f"facealign {card.get('name')}: {size}x{size} face crop -> {points} landmarks"
     onnx.checker.check_model(proto, full_check=True)
     try:
         atomic_write_bytes(path, proto.SerializeToString())

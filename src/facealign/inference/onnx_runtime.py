@@ -121,7 +121,8 @@ class OnnxBackend:
             chunk = x[start:start + b]
             pad = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), axis=0)]) if len(chunk) < b else chunk
             out.append(self.session.run([self.output_name], {self.input_name: pad})[0][: len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, (self.card.get("scheme") or {}).get("num_points", 68), 2),
+                                                        np.float32)
 
 
 class OnnxLandmarkRunner(CropRunner):
