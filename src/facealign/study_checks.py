@@ -218,8 +218,9 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     differs = {k: (cfg.get(k), v) for k, v in STUDY_SETTINGS.items() if cfg and cfg.get(k) != v}
     out = ["# The study's grid, rerun: results and conclusions", "",
            "Generated from the run folders by `facealign experiments` (`facealign.study_report`); do not edit.",
-           "Rebuild every file here, byte for byte, from the copies in `runs/`:", "",
-           f"    facealign experiments --report-only -o {facts.get('dest', 'docs/results')}", ""]
+           "Rebuild every file here, byte for byte, from the copies in `runs/` (FOLDER: this report's folder, "
+           "e.g. docs/results or docs/results/seed):", "",
+           "    facealign experiments --report-only -o FOLDER", ""]
     commands = grid.get("commands") or ([grid["command"]] if grid.get("command") else [])
     if commands:
         out += ["Produced by:", "", *(f"    {c}" for c in commands), ""]

@@ -255,7 +255,7 @@ def write_report(runs: Path, dest: Path, split: str = "common", protocol: str = 
                                                          if r.name in BASELINE_NOTES],
              "auc_t95": {r.name: auc_threshold_for(r.errors(misses[0]), 0.95) for r in records},
              "auc": {r.name: auc(r.errors(misses[0]), threshold) for r in records},
-             "dest": dest.as_posix(), "presets": preset_reports(dest, split, protocol)}
+             "presets": preset_reports(dest, split, protocol)}
     atomic_write_text(dest / "README.md", render_readme(records, facts, CHECKS))
     return rows
 
