@@ -5,6 +5,9 @@ against the test pack's landmarks with the same NME as every table (facealign.me
 used the pack's stored detector boxes with flip TTA as the grid says; averaging adds no new input.
 
     python benchmarks/ensemble_from_grid.py docs/runs/device-levers/grid.json --test .device/levers-common.fapack
+    # the shipped models as further members (evaluated here, on the CPU, from the same pack):
+    python benchmarks/ensemble_from_grid.py docs/runs/device-levers/grid.json --test .device/levers-common.fapack \
+        --models default,default160
     # the returned grid.json (predictions inline) -> a committed copy without them + predictions.npz:
     python benchmarks/ensemble_from_grid.py OUT/grid.json --test PACK --split-out docs/runs/device-levers
 
@@ -29,6 +32,12 @@ ENSEMBLES = {
     "4 seeds (e60, seed1-3)": ["e60", "e60-seed1", "e60-seed2", "e60-seed3"],
     "4 seeds + aug30 + s224": ["e60", "e60-seed1", "e60-seed2", "e60-seed3", "e60-aug30", "e60-s224"],
     "all 7 levers": ["e60", "e60-seed1", "e60-seed2", "e60-seed3", "e60-aug30", "e60-s224", "e60-fpn4"],
+    # with the shipped models (`--models default,default160`): does averaging add anything to `default`?
+    "default + default160": ["default", "default160"],
+    "default + e60-s224": ["default", "e60-s224"],
+    "default + default160 + e60-s224": ["default", "default160", "e60-s224"],
+    "default + the 4 seeds + aug30 + s224": ["default", "e60", "e60-seed1", "e60-seed2", "e60-seed3", "e60-aug30",
+                                              "e60-s224"],
 }
 
 
@@ -46,6 +55,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("grid", type=Path)
     p.add_argument("--test", required=True, help="the test pack the grid evaluated on")
+    p.add_argument("--models", default="", help="packaged models to add as members, comma-separated (e.g. "
+                   "default,default160): evaluated here on the test pack, torch on the CPU, flip TTA as the grid's")
     p.add_argument("--split-out", type=Path, default=None,
                    help="write DIR/grid.json without predictions and DIR/predictions.npz (float32)")
     a = p.parse_args(argv)
@@ -58,6 +69,12 @@ def main(argv=None) -> int:
     for r in grid["runs"]:
         if r.get("eval") and r["eval"]["faces"] != keys:
             sys.exit(f"{a.test}: faces differ from those {r['name']} was evaluated on")
+    stored = dict(preds)
+    for model in filter(None, a.models.split(",")):
+        from device_grid import evaluate_pack  # the grid's own evaluation: same crops, boxes, mapping back
+        from facealign.evaluate import TorchPredictor
+        preds[model] = np.asarray(evaluate_pack(TorchPredictor(model, "cpu", grid.get("flip_tta")), a.test, split,
+                                                keep_predictions=True)["predictions"], np.float64)
     print(f"{a.grid}: {len(keys)} faces of {split!r}, flip TTA {grid.get('flip_tta')}, device {grid['device']}\n")
     print("| members | NME | mean member NME | change |\n|---|---:|---:|---:|")
     for name, p_ in preds.items():
@@ -70,7 +87,7 @@ def main(argv=None) -> int:
         print(f"| {label} | {nme:.4f} | {single:.4f} | {100 * (nme / single - 1):+.1f}% |")
     if a.split_out:
         a.split_out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(a.split_out / "predictions.npz", **{k: v.astype(np.float32) for k, v in preds.items()})
+        np.savez_compressed(a.split_out / "predictions.npz", **{k: v.astype(np.float32) for k, v in stored.items()})
         for r in grid["runs"]:
             if r.get("eval"):
                 r["eval"].pop("predictions", None)
