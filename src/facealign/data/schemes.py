@@ -145,8 +145,10 @@ def wflw98() -> LandmarkScheme:
 # COFW (Burgos-Artizzu et al. 2013, 29 points). Flip pairs as in HRNet lib/utils/transforms.py MATCHED_PARTS["COFW"]
 # (1-based there) and mmpose configs/_base_/datasets/cofw.py (swap): eyebrow corners 0-3, eyebrow top/bottom 4-7,
 # outer eye corners 8, 9, inner corners 10, 11, lids 12-15, pupils 16, 17, nose 18-21, mouth 22-27, chin 28.
-# COFW's standard normaliser is the inter-pupil distance (points 16 and 17); HRNet's and mmpose's "cofw" NME use
-# the outer eye corners 8, 9 instead (`--norm inter_ocular`).
+# The pupils 16, 17 are the one swapped pair between the lids (12-15) and the nose sides (18, 19) in both tables.
+# COFW's standard normaliser is the inter-pupil distance (the evaluation of Burgos-Artizzu et al. 2013, RCPR; that
+# code was not re-read here); HRNet lib/core/evaluation.py (L == 29), mmpose's NME metric ('cofw': [8, 9]) and
+# PIPNet normalise by the outer eye corners 8, 9 instead: `facealign.metrics`' inter_ocular for this scheme.
 COFW_PAIRS = ((0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15), (16, 17), (18, 19), (22, 23))
 
 
