@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.boxes import FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, face_boxes, get_miss_policy
+from facealign.data.boxes import (FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, detect_missing, face_boxes,
+                                  get_miss_policy)
 from facealign.data.counts import DETECTOR_MISS, face_counts, split_skipped
 from facealign.data.layouts import index_dataset
 from facealign.data.schemes import get_scheme
@@ -169,6 +170,7 @@ def _index(data, layout: str = "auto", split_file=None, num_points: int = 68):
 
 def _evaluate_split(predictor, index, split, protocol, miss, box_cache, threshold, norm, progress):
     records = index.split(split)
+    detect_missing(records, (protocol,), box_cache, progress=progress)  # visible and parallel, as `facealign boxes`
     fb = face_boxes(records, protocol, miss, cache=box_cache, detect=True)
     kept = np.flatnonzero(fb.kept)
     if len(kept) == 0:

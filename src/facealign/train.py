@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, get_detector
+from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing, get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
 from facealign.data.dataset import CachedFaces, EpochSampler
@@ -89,6 +89,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
     box_cache = BoxCache(cfg.data, cfg.cache_dir, DetectorConfig())
     folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
     spec = CacheSpec(size=cfg.size, context=cfg.context)
+    # one visible, parallel detection pass (as `facealign boxes`) instead of a silent one face at a time below
+    detect_missing(train + val, (cfg.train_box, cfg.val_box), box_cache, progress=progress)
     if cfg.drop_undetected:
         # A whole-image fallback box would teach the model nonsense crops, and in validation
         # the few such faces (NME ~2.6 each) would swamp the mean that picks the best checkpoint.

@@ -265,6 +265,22 @@ def precompute_boxes(images: Iterable[Path], cache: BoxCache, workers: int = 2, 
     return stats
 
 
+# Box protocols whose boxes come from the detector (`gt` needs none).
+DETECTING = ("detector", "seed")
+
+
+def detect_missing(records, protocols, cache: BoxCache, progress: bool = True, workers: int | None = None) -> dict:
+    """Detect faces in the photos of `records` missing from `cache`, when any of `protocols` uses the detector.
+
+    The same pass as `facealign boxes`: a progress bar and `workers` processes (default: up to 2, one per
+    core), so a first `train` or `evaluate` on a new data root says what it is doing instead of going silent
+    for minutes. Returns precompute_boxes' counts (all zero when nothing needs the detector)."""
+    if not any(p in DETECTING for p in protocols):
+        return {"total": 0, "hits": 0, "stale": 0, "detected": 0, "failures": []}
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    return precompute_boxes([r.image for r in records], cache, workers=workers, progress=progress)
+
+
 @dataclass(frozen=True)
 class FaceBoxes:
     """Boxes for N faces under a box protocol and a detector-miss handling.
