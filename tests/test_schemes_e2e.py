@@ -119,3 +119,16 @@ def test_training_with_the_wrong_scheme_says_so(wflw_root, tmp_path, capsys):
     assert "empty" in err and err.count("\n") == 1
     assert main(["train", "--data", str(wflw_root), *TINY, "--set", "scheme=wflw", "--out", str(tmp_path)]) == 2
     assert "unknown landmark scheme 'wflw'; valid: ibug68, wflw98, cofw29" in capsys.readouterr().err
+
+
+def test_a_98_point_pack_trains_with_its_scheme_only(wflw_root, tmp_path, capsys):
+    import torch
+    pack = tmp_path / "w.fapack"
+    assert main(["data", "pack", str(wflw_root), "-o", str(pack), "--split", "train", "--box", "gt", "--size", "32", "--context", "0.1",
+                 "--scheme", "wflw98", "--quiet"]) == 0
+    threads = torch.get_num_threads()
+    flags = [*TINY, "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", "--data", str(pack), *flags, "--set", "scheme=wflw98", "--name", "p"]) == 0
+    torch.set_num_threads(threads)
+    assert main(["train", "--data", str(pack), *flags, "--name", "q"]) == 2  # the default 68-point scheme
+    assert "holds 98-point faces but the scheme ibug68 has 68 points" in capsys.readouterr().err

@@ -49,9 +49,10 @@ def cmd_data_show(args) -> int:
 
 def cmd_data_pack(args) -> int:
     from facealign.data.pack import write_pack
+    from facealign.data.schemes import get_scheme
     s = write_pack(args.root, args.output, args.split, box=args.box, size=args.size, context=args.context,
                    margin=args.margin, layout=args.layout, cache_dir=args.cache_dir, progress=not args.quiet,
-                   split_file=args.splits,
+                   split_file=args.splits, num_points=get_scheme(args.scheme).num_points,
                    **({} if args.quality is None else {"quality": args.quality}))
     flagged = f", {s['undetected']} missed by the detector (packed with the gt box, flagged)" \
         if s["box_protocol"] == "detector" else ""
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
     p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("boxes", help="precompute face-detector boxes into a cache")

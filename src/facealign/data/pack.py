@@ -366,8 +366,8 @@ def _face_boxes(records, box: str, root: Path, cache_dir, progress: bool):
 
 def write_pack(root, output, splits=("train",), box: str = "detector", size: int = DEFAULT_SIZE,
                context: float = DEFAULT_CONTEXT, margin: float = DEFAULT_MARGIN, quality: int = DEFAULT_QUALITY,
-               layout: str = "auto", cache_dir=None, progress: bool = True, split_file=None) -> dict:
-    """Pack `splits` of a data root into one file (written atomically); returns a summary dict."""
+               layout: str = "auto", cache_dir=None, progress: bool = True, split_file=None, num_points: int = 68) -> dict:
+    """Pack `splits` of a data root (`num_points`-point faces) into one file (written atomically): a summary dict."""
     from tqdm import tqdm
 
     from facealign.version import __version__
@@ -382,7 +382,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
     splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
     if not splits:
         raise ValueError("no split to pack")
-    index = index_dataset(root, layout, split_file)
+    index = index_dataset(root, layout, split_file, num_points=num_points)
     records, member = [], {}
     for s in splits:
         for r in index.split(s):
@@ -436,8 +436,8 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
                                        "resolution x resolution pixels"},
                 "jpeg": {"quality": quality, "subsampling": "4:2:0", "optimize": True},
                 "arrays": {
-                    "landmarks": "(N, 68, 2) float32, packed-crop pixels (0-based pixel centres)",
-                    "image_landmarks": "(N, 68, 2) float32, original image pixels (0-based pixel centres)",
+                    "landmarks": f"(N, {num_points}, 2) float32, packed-crop pixels (0-based pixel centres)",
+                    "image_landmarks": f"(N, {num_points}, 2) float32, original image pixels (0-based pixel centres)",
                     "transforms": "(N, 2, 3) float64, original image pixels -> packed-crop pixels",
                     "boxes": "(N, 4) float32 x0 y0 x1 y1, the protocol's box in packed-crop pixels",
                     "image_boxes": "(N, 4) float32, the same box in original image pixels",
