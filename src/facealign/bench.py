@@ -349,7 +349,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=list(PACKAGED_MODELS),
                    help="models to compare (default: every packaged model); names, .safetensors, .pt or .onnx files")
     p.add_argument("--backend", nargs="+", default=list(BACKENDS), help=f"backends (default: {' '.join(BACKENDS)})")
-    p.add_argument("--split", default="common")
+    p.add_argument("--split", default="common", help="split the accuracy is measured on (default common)")
     p.add_argument("--repeats", type=int, default=50, help="timed batch-1 calls (batch-32: max(3, repeats // 5))")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/onnxruntime intra-op threads (default 1, like dlib; 0 = all available cores)")

@@ -244,13 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_summary)
     p = data.add_parser("show", help="grid of face crops with landmarks drawn")
     _add_data_args(p)
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help="split to draw from (`facealign data summary` lists them)")
     p.add_argument("-n", type=int, default=16, help="number of faces")
-    p.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
+    p.add_argument("-o", "--output", type=Path, default=Path("grid.png"), help="PNG to write (default grid.png)")
     p.add_argument("--box", default="gt", help="box protocol: detector, gt or seed (detector/seed need `facealign boxes`)")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--size", type=int, default=224, help="side of each drawn crop, pixels (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="which faces are drawn (random sample seed, default 0)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
     p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.set_defaults(func=cmd_data_show)
     p = data.add_parser("pack", help="one portable file of JPEG face crops, landmarks, boxes and metadata for "
@@ -266,17 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=1.5, help="augmentation margin (default 1.5)")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
     p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.set_defaults(func=cmd_data_pack)
 
     p = sub.add_parser("boxes", help="precompute face-detector boxes into a cache")
     _add_data_args(p)
-    p.add_argument("--detector", default="dlib")
+    p.add_argument("--detector", default="dlib", help="face detector: dlib (HOG, default), dlib-cnn, mtcnn "
+                   "(docs/detection.md)")
     p.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling steps (1 finds faces >= ~40 px)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="detection processes (default 2)")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: ~/.cache/facealign/<root>-<hash> (or $FACEALIGN_CACHE)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_boxes)
 
     _add_module_command(sub, "train")
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default for every checkpoint and packaged model, whatever its card says, so a run's "
                         "checkpoint and its package score the same) or off (one crop per face)")
     p.add_argument("--no-flip", action="store_true", help="the same as --flip-tta off")
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="data root (e.g. ../shared/data/300W)")
     p.add_argument("--scheme", default=None, help="landmark scheme of the data (default: the model's; dlib and "
                    "dlib-ert runs: ibug68 only), checked against the model's")
     p.add_argument("--split", nargs="+", default=["common"], help="split name(s) (`facealign data summary` lists a "
@@ -315,22 +316,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="dlib", help="face detector of the detector protocol: dlib (HOG), dlib-cnn, "
                    "mtcnn (docs/detection.md)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (default 1)")
-    p.add_argument("-o", "--output", type=Path, default=Path("results/eval"))
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("-o", "--output", type=Path, default=Path("results/eval"),
+                   help="folder for the summary JSON, per-face CSV and CED plot (default results/eval)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("experiments", help="the study's 12-run grid (+ an ImageNet variant) plus dlib (resumable)")
     p.add_argument("--data", type=Path, default=None, help="data root (not needed with --report-only)")
-    p.add_argument("--preset", default="cpu")
+    p.add_argument("--preset", default="cpu", help="training preset of every run: seed (the study's settings), cpu "
+                   "(default: sized for a small CPU), default, fast")
     p.add_argument("--grid", nargs="+", default=["study"], help="study (the 12 runs, random init) and/or imagenet "
                    "(the 6 EfficientNet runs on ImageNet-initialised tf_efficientnet_lite0)")
     p.add_argument("--only", default=None, help="wildcard on {backbone}-{head}-{loss}")
     p.add_argument("--best", action="store_true", help="only efficientnet_b0-heatmap-mse")
-    p.add_argument("--split", nargs="+", default=["common"])
-    p.add_argument("--box", default="detector")
+    p.add_argument("--split", nargs="+", default=["common"], help="test split(s) (default: common, 300W's)")
+    p.add_argument("--box", default="detector", help="test box protocol: detector (default), gt, seed")
     p.add_argument("--miss", nargs="+", default=["gt-box", "whole-image"],
                    help="detector-miss handlings to evaluate; the first is the headline. " + MISS_HELP)
-    p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("--no-dlib", action="store_true", help="leave out dlib's row")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the report from OUT/runs alone: train and evaluate nothing")
     p.add_argument("--no-train", action="store_true",
@@ -352,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("card", help="re-measure a packaged model's card metrics; the weights are not touched")
     p.add_argument("model", help="packaged name ('default', 'default160', 'fast') or a .safetensors stem, e.g. src/facealign/weights/default")
     p.add_argument("--data", type=Path, default=None, help="evaluate on this data root")
-    p.add_argument("--split", default="common")
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--split", default="common", help="split to evaluate on (default common)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (as for `facealign boxes`)")
     p.add_argument("--latency-from", type=Path, default=None, metavar="BENCH_JSON",
                    help="instead: copy this model's and dlib's per-face latency from a `facealign bench` .json")
     p.set_defaults(func=cmd_card)

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="run folder (holds checkpoint_best.pt, config.json, metrics.jsonl)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output stem, e.g. src/facealign/weights/default")
     p.add_argument("--data", type=Path, default=None, help="evaluate the shipped weights on this data root")
-    p.add_argument("--split", default="common")
+    p.add_argument("--split", default="common", help="split the card's metrics are measured on (default common)")
     p.add_argument("--no-flip", action="store_true", help="ship without flip test-time augmentation")
     p.add_argument("--data-licence", default=None, metavar="TEXT",
                    help="the training data's licence, recorded in the card (default: the 300-W licence for the "
