@@ -80,7 +80,11 @@ def test_package_and_predict_98_points(wflw_run, wflw_root, tmp_path, capsys):
     assert header[-2:] == ["x97", "y97"] and len(header) == 9 + 2 * 98
     import jsonschema
     from facealign.outputs import schema_path
-    jsonschema.validate(doc, json.loads(schema_path().read_text()))
+    schema = json.loads(schema_path().read_text())
+    jsonschema.validate(doc, schema)
+    broken = {**doc, "faces": [{**doc["faces"][0], "landmarks": doc["faces"][0]["landmarks"][:97]}]}
+    with pytest.raises(jsonschema.ValidationError):  # a wflw98 document holds 98 points a face
+        jsonschema.validate(broken, schema)
 
 
 def test_a_user_json_scheme_round_trip(tmp_path, capsys):
