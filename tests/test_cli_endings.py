@@ -70,4 +70,5 @@ def test_data_summary_of_a_98_point_set_exits_1_and_says_why(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "  all                   0 faces  (none usable)" in out  # the folder is there: not "(missing)"
     assert err == (f"facealign: error: no usable faces under {tmp_path}: all 2 annotation(s) found were skipped: "
-                   "2 wrong point count (e.g. 98 points)\n")
+                   "2 wrong point count (e.g. 98 points, the scheme has 68); another landmark scheme? --scheme "
+                   "ibug68 / wflw98 / cofw29 or a scheme .json (docs/data.md)\n")
