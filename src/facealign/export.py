@@ -171,7 +171,7 @@ def calibration_crops(data, card: dict, n: int = 256, split: str = "train", seed
     from facealign.imageio import load_rgb
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        records = index_dataset(data).split(split)
+        records = index_dataset(data, num_points=(card.get("scheme") or {}).get("num_points", 68)).split(split)
     if not records:
         raise ValueError(f"{data}: split {split!r} has no faces to calibrate on")
     pick = sorted(np.random.default_rng(seed).choice(len(records), min(n, len(records)), replace=False))
