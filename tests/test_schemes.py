@@ -189,3 +189,24 @@ def test_data_show_draws_a_98_point_set(tmp_path):
     out = tmp_path / "grid.png"
     assert main(["data", "show", str(root), "--scheme", "wflw98", "-n", "2", "--size", "64", "-o", str(out)]) == 0
     assert Image.open(out).size == (128, 64)
+
+
+def test_training_flips_relabel_with_the_scheme_pairs(tmp_path):
+    """A flip-only augmentation of a 98-point face, on both training paths, is the plain sample mirrored
+    (u -> 1 - u) and relabelled with WFLW's pairs."""
+    from facealign.data.boxes import boxes_for
+    from facealign.data.cache import CacheSpec, build_crop_cache
+    from facealign.data.dataset import CachedFaces
+    from facealign.data.tensor_augment import DeviceFaces
+    from facealign.data.transforms import AugmentConfig
+    root = make_300w_fixture(tmp_path / "d", {"train": 2}, size=96, scheme="wflw98")
+    records = index_dataset(root, num_points=98).records("train")
+    cache = build_crop_cache(records, boxes_for(records, "gt")[0], CacheSpec(size=32), tmp_path / "c", progress=False)
+    perm = get_scheme("wflw98").mirror_permutation
+    flip_only = AugmentConfig(rotation_deg=0, scale=0, shift=0, flip_prob=1.0, brightness=0, contrast=0)
+    plain = CachedFaces(cache).sample(0)[1]
+    for flipped in (CachedFaces(cache, augment=flip_only, mirror=perm).sample(0)[1],
+                    DeviceFaces(cache, augment=flip_only, mirror=perm).batch([0])[1][0].numpy()):
+        assert flipped.shape == (98, 2)
+        np.testing.assert_allclose(flipped[:, 0], 1 - plain[perm, 0], atol=1e-5)
+        np.testing.assert_allclose(flipped[:, 1], plain[perm, 1], atol=1e-5)
