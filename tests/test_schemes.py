@@ -29,6 +29,8 @@ def test_registry_names_point_counts_and_normalisers():
     assert got == {"ibug68": (68, "inter_ocular", (36, 45)), "wflw98": (98, "inter_ocular", (60, 72)),
                    "cofw29": (29, "inter_pupil", (16, 17))}
     assert get_scheme(None).name == get_scheme().name == "ibug68"
+    for name in SCHEMES:  # a model card's copy (to_dict) rebuilds the same scheme
+        assert get_scheme(json.loads(json.dumps(get_scheme(name).to_dict()))) == get_scheme(name)
 
 
 def test_unknown_scheme_lists_the_valid_ones():
