@@ -8,7 +8,7 @@ small JSON file describing a user scheme (docs/data.md, "Landmark schemes"):
 
 `norm` (default inter_ocular) says which normaliser `norm_points` are for: inter_ocular (the distance between
 two points, e.g. the outer eye corners) or inter_pupil (two pupils). Indices are 0-based; every index not in a
-mirror pair maps to itself under a flip. `facealign.data.scheme` keeps the 68-point constants; `IBUG68` is built
+mirror pair maps to itself under a flip. `facealign.data.scheme` keeps the 68-point constants; `ibug68()` is built
 from them.
 """
 from __future__ import annotations
