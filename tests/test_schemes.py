@@ -127,7 +127,7 @@ def test_nme_uses_the_scheme_normalising_points():
     assert per_image_nme(gt + [3, 4], gt, "inter_pupil", "wflw98") == pytest.approx([5 / 40])
     cofw = np.zeros((29, 2))
     cofw[8], cofw[9], cofw[16], cofw[17] = [0, 0], [100, 0], [20, 0], [70, 0]
-    errors, summary = evaluate_landmarks(cofw + [6, 8], cofw, None, scheme="cofw29")  # None: COFW's inter-pupil
+    errors, summary = evaluate_landmarks(cofw + [6, 8], cofw, scheme="cofw29")  # the default: COFW's inter-pupil
     assert errors == pytest.approx([10 / 50]) and (summary["norm"], summary["scheme"]) == ("inter_pupil", "cofw29")
     assert per_image_nme(cofw + [6, 8], cofw, "inter_ocular", "cofw29") == pytest.approx([10 / 100])
     with pytest.raises(ValueError, match=r"shape \(N, 68, 2\)"):

@@ -15,7 +15,7 @@ from facealign.data.schemes import LandmarkScheme, get_scheme
 
 # 300W convention (Sagonas et al.): failure / AUC cut-off of 8% of the inter-ocular distance.
 DEFAULT_THRESHOLD = 0.08
-DEFAULT_NORM = "inter_ocular"
+DEFAULT_NORM = "inter_ocular"  # ibug68's; a norm of None means the scheme's own (`LandmarkScheme.norm`)
 # Points on the CED grid; 1001 gives a step of t/1000, fine enough for plotting.
 DEFAULT_CED_POINTS = 1001
 
@@ -92,7 +92,7 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
-def per_image_nme(pred, gt, norm: str | None = DEFAULT_NORM, scheme: LandmarkScheme | str | None = None) -> np.ndarray:
+def per_image_nme(pred, gt, norm: str | None = None, scheme: LandmarkScheme | str | None = None) -> np.ndarray:
     """Normalised mean error per image.
 
     pred, gt: (N, K, 2) or (K, 2) pixels, K the scheme's point count (default ibug68: 68). Returns (N,)
@@ -166,7 +166,7 @@ def summarize(errors, threshold: float = DEFAULT_THRESHOLD) -> dict:
 
 
 def evaluate_landmarks(
-    pred, gt, norm: str | None = DEFAULT_NORM, threshold: float = DEFAULT_THRESHOLD,
+    pred, gt, norm: str | None = None, threshold: float = DEFAULT_THRESHOLD,
     scheme: LandmarkScheme | str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Per-image NME (N,) and its summary dict; the summary also records `norm` and the `scheme`'s name."""
