@@ -51,7 +51,8 @@ def test_a_98_point_run_records_its_scheme_and_a_98_point_head(wflw_run):
 def test_evaluate_a_98_point_checkpoint_with_the_wflw_normaliser(wflw_run, wflw_root, tmp_path, capsys):
     assert main(["evaluate", "--model", str(wflw_run), "--data", str(wflw_root), "--split", "test", "--box", "gt",
                  "--output", str(tmp_path / "ev")]) == 0
-    assert "on test: 3 of 3 faces evaluated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "on test: 3 of 3 faces evaluated" in out and "flip_tta: on  scheme: wflw98 (NME by inter_ocular)" in out
     summary = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
     assert (summary["scheme"], summary["norm"], summary["n"]) == ("wflw98", "inter_ocular", 3)
     # the model's scheme against another: one line, exit 2

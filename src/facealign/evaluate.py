@@ -114,11 +114,13 @@ def ced_title(summary: dict) -> str:
 
 def format_summary_line(s: dict) -> str:
     """One line per evaluated split: faces in the metric, boxes, detector misses and their handling, metrics, flip
-    TTA (what `facealign evaluate`, `package` and `card` print)."""
+    TTA, and a landmark scheme other than ibug68 with its normaliser (what `facealign evaluate`, `package` and `card`
+    print)."""
     t, flip = s["threshold"], "on" if s.get("flip_tta") else "off"
+    scheme = f"  scheme: {s['scheme']} (NME by {s['norm']})" if s.get("scheme", "ibug68") != "ibug68" else ""
     return (f"{s['model']} on {s['split']}: {s['n']} of {s['faces']} faces evaluated, {s['box_protocol']} boxes, "
             f"{s['detector_misses']} detector misses -> --miss {s['miss']} ({s['miss_handling']}): "
-            f"NME {s['nme']:.4f}  AUC@{t} {s['auc']:.4f}  FR@{t} {s['fr']:.4f}  flip_tta: {flip}")
+            f"NME {s['nme']:.4f}  AUC@{t} {s['auc']:.4f}  FR@{t} {s['fr']:.4f}  flip_tta: {flip}{scheme}")
 
 
 def evaluate(predictor, data: str | Path, splits: list[str], protocol: str = "detector", out_dir: Path | None = None,
