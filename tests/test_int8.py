@@ -45,8 +45,10 @@ def test_quantize_command_reports_the_nme_change(quantized):
 def test_quantize_exit_code_follows_the_limit(quantized, model_path, tmp_path, monkeypatch, capsys, limit, ok):
     """Every NME change is over a negative limit and within a 1000% one: the verdict and exit code follow."""
     import facealign.export
-    data, _, _, _ = quantized
+    data, out, _, _ = quantized
     monkeypatch.setattr(facealign.export, "MAX_INT8_NME_CHANGE", limit)
+    # the fixture's cache: its ONNX export and detector boxes are reused, and the user's cache is left alone
+    monkeypatch.setenv("FACEALIGN_CACHE", str(out.parent / "cache"))
     rc = main(["quantize", str(model_path), "-o", str(tmp_path / "q.onnx"), "--data", str(data), "--calibration", "2"])
     report = json.loads((tmp_path / "q.json").read_text())
     assert report["ok"] is ok and report["max_change"] == limit and rc == (0 if ok else 1)
