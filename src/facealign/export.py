@@ -92,7 +92,7 @@ def _backends(model_spec, onnx_path, threads):
         from facealign.models.packaged import load_model
         model, _ = load_model(model_spec)
     from facealign.inference.backends import TorchBackend
-    return model, TorchBackend(model.eval()), OnnxBackend(onnx_path, threads)
+    return model, TorchBackend(model.eval(), threads=threads), OnnxBackend(onnx_path, threads)
 
 
 def _max_diff(torch_backend, onnx_backend, batches) -> float:

@@ -18,30 +18,49 @@ from facealign.inference.runner import CropRunner
 from facealign.models.registry import model_file
 
 
-class TorchBackend:
-    """backend(batch) -> coords with a torch model (channels_last, denormals flushed)."""
+# torch's CPU threads for one landmark call when none are asked for. Measured (`python benchmarks/ort_threads.py
+# --data ../shared/data/300W --repeats 40 --rounds 2 --load 1 --torch`, docs/benchmarks-inference.md): with one
+# extra busy process on 2 cores, `default` took 1,736 ms per face on 2 threads against 363 ms on 1; without it,
+# 94 against 98 ms. onnxruntime (spinning off) was faster on all cores in both cases, so its default stays.
+TORCH_DEFAULT_THREADS = 1
 
-    def __init__(self, model, device: str = "cpu"):
+
+class TorchBackend:
+    """backend(batch) -> coords with a torch model (channels_last, denormals flushed).
+
+    threads: CPU threads for each call (None: TORCH_DEFAULT_THREADS); set around the call and restored after,
+    because torch's thread count is process-wide (a training loop in the same process keeps its own)."""
+
+    def __init__(self, model, device: str = "cpu", threads: int | None = None):
         import torch
         self.torch = torch
         self.device = torch.device(device)
+        self.threads = int(threads) if threads else TORCH_DEFAULT_THREADS
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         from facealign.fpstate import flush_denormals
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), flush_denormals():  # denormals slow CPU inference badly; the setting is restored
-            return self.model(x)["coords"].float().cpu().numpy()
+        before = torch.get_num_threads()
+        if self.device.type == "cpu" and before != self.threads:
+            torch.set_num_threads(self.threads)  # about 0.3 ms, against 30-100 ms for a face
+        try:
+            with torch.no_grad(), flush_denormals():  # denormals slow CPU inference badly; the setting is restored
+                return self.model(x)["coords"].float().cpu().numpy()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
 
 class LandmarkRunner(CropRunner):
     """`CropRunner` on a torch model loaded from a packaged name, safetensors file or checkpoint."""
 
-    def __init__(self, model: str | Path = "default", device: str = "cpu", backend=None, flip_tta: bool | None = None):
+    def __init__(self, model: str | Path = "default", device: str = "cpu", backend=None, flip_tta: bool | None = None,
+                 threads: int | None = None):
         from facealign.models.packaged import load_model
         net, card = load_model(model)
-        super().__init__(backend or TorchBackend(net, device), card, flip_tta, model=net)
+        super().__init__(backend or TorchBackend(net, device, threads), card, flip_tta, model=net)
 
 
 class Torch:
@@ -59,10 +78,7 @@ class Torch:
                 raise ValueError(f"unknown torch device {device!r}; e.g. cpu, cuda, cuda:1") from None
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
-        if threads:
-            import torch
-            torch.set_num_threads(int(threads))
-        return LandmarkRunner(model, device, flip_tta=flip_tta)
+        return LandmarkRunner(model, device, flip_tta=flip_tta, threads=threads)
 
 
 class Onnx:
