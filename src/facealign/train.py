@@ -299,6 +299,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
                                  drop_last=True)
     per_rank_batch = cfg.batch_size // world
     batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device, scheme.mirror_permutation)
+    if len(batches) == 0:  # full batches only (drop_last): an epoch would train nothing and say nothing
+        raise ValueError(f"{len(train_cache)} training faces make no full batch of {cfg.batch_size}"
+                         + (f" over {world} processes" if world > 1 else "")
+                         + f"; use --batch-size {max(1, len(train_cache) // world) * world} or less")
     steps_per_epoch = len(batches) if cfg.max_steps is None else min(cfg.max_steps, len(batches))
     total_steps = steps_per_epoch * cfg.epochs
 
