@@ -213,7 +213,7 @@ MISS_HELP = ("how a face the detector misses is handled: gt-box (default: its gr
 
 
 # Subcommands with a module of their own in facealign.commands (HELP, add_arguments, run; DESCRIPTION optional).
-SUBCOMMAND_MODULES = ("predict", "quantize", "export")
+SUBCOMMAND_MODULES = ("predict", "quantize", "export", "report")
 
 
 def _add_module_command(sub, name: str) -> None:
