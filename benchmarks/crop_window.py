@@ -34,7 +34,7 @@ def full_image_warp(self: crop.CropTransform, image: np.ndarray, size: int, bord
         src = cv2.resize(image, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
         sx, sy = src.shape[1] / w, src.shape[0] / h
         pre = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5]])
-        m = (crop._to3(m) @ crop._to3(pre))[:2]
+        m = crop.CropTransform(pre).then(m).matrix  # pre, then m
     return cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

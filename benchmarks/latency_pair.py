@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from facealign.bench import _records_and_boxes, latency_faces
+from facealign.bench_child import latency_faces, records_and_boxes
 from facealign.inference import LandmarkRunner
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     flip = None if args.flip == "card" else args.flip == "on"
     runners = [LandmarkRunner(m, flip_tta=flip) for m in args.models]
-    records, boxes, _ = _records_and_boxes(args.data, "common", None, detect=False)
+    records, boxes, _ = records_and_boxes(args.data, "common", None, detect=False)
     faces = latency_faces(records, boxes)
     times = [[], []]
     for r in runners:  # warm-up

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 
-from facealign.bench_child import _records_and_boxes, latency_faces
+from facealign.bench_child import latency_faces, records_and_boxes
 from facealign.hardware import available_cpus
 from facealign.inference import OnnxBackend, load_runner
 
@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--load", type=int, default=0, help="busy processes running during the measurement")
     p.add_argument("--torch", action="store_true", help="also the torch backend (1 thread and all cores)")
     args = p.parse_args()
-    records, boxes, _ = _records_and_boxes(args.data, "common", None, detect=True)
+    records, boxes, _ = records_and_boxes(args.data, "common", None, detect=True)
     faces = latency_faces(records, boxes)
     cores = available_cpus()
     variants = {(m, b, t): load_runner(m, b, threads=t) for m in ("default", "default160") for b in ("onnx", "onnx-int8")

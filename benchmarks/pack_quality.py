@@ -23,7 +23,7 @@ from PIL import Image
 
 def quality(args) -> None:
     from facealign.data.boxes import landmark_box
-    from facealign.data.cache import CacheSpec, _zoom_out
+    from facealign.data.cache import CacheSpec, zoom_out
     from facealign.data.crop import CropTransform
     from facealign.data.layouts import index_dataset
     from facealign.imageio import load_rgb
@@ -32,7 +32,7 @@ def quality(args) -> None:
     spec = CacheSpec(args.size, args.margin, args.context)
     crops = []
     for r in sample:
-        t = CropTransform.from_box(landmark_box(r.landmarks), spec.context).then(_zoom_out(spec.true_margin))
+        t = CropTransform.from_box(landmark_box(r.landmarks), spec.context).then(zoom_out(spec.true_margin))
         crops.append(t.warp(load_rgb(r.image), spec.cache_size))
     print(f"{len(sample)} of {len(records)} faces, {spec.cache_size} px crops")
     print("| quality | chroma | KB/face | split MB | mean abs error (levels) | PSNR (dB) |\n|---|---|---|---|---|---|")

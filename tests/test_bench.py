@@ -144,7 +144,7 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     monkeypatch.setattr(boxes_mod, "get_detector", lambda name: detector)
     spec = {"method": "onnx", "model": "stub", "data": str(root), "split": "common", "repeats": 7, "threads": 1,
             "cache_dir": str(tmp_path / "cache"), "max_images": None}
-    child._records_and_boxes(root, "common", spec["cache_dir"], detect=True)  # the parent fills the box cache
+    child.records_and_boxes(root, "common", spec["cache_dir"], detect=True)  # the parent fills the box cache
     row = child.measure_method(spec)
     assert row["load_s"] == pytest.approx(0.5)
     assert (row["batch1_calls"], row["batch32_calls"], row["latency_faces"]) == (7, 3, 3)

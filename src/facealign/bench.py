@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.bench_child import (BENCH_MISSES, LATENCY_FACES, RESULT_PREFIX, _records_and_boxes, _unique_images,  # noqa: F401,E501
+from facealign.bench_child import (BENCH_MISSES, LATENCY_FACES, RESULT_PREFIX, records_and_boxes, unique_images,  # noqa: F401,E501
                                    measure_startup, peak_rss_mb, run_child)
 from facealign.data.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
@@ -316,8 +316,8 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
     machine = machine_info(threads)
     log(f"facealign bench {date}\n{command}")
 
-    records, _, counts = _records_and_boxes(data, split, cache_dir, detect=True)  # fill the box cache once
-    for path in _unique_images(records, None):
+    records, _, counts = records_and_boxes(data, split, cache_dir, detect=True)  # fill the box cache once
+    for path in unique_images(records, None):
         Path(path).read_bytes()  # warm the OS file cache so row order does not matter
     log(f"{split}: {len(records)} faces, {counts['no_detection']} detector misses")
     specs = bench_rows(models, backends)

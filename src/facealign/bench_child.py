@@ -41,7 +41,14 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _records_and_boxes(data, split: str, cache_dir, detect: bool = True):
+def records_and_boxes(data, split: str, cache_dir=None, detect: bool = True):
+    """The faces of `split` of the 300W root `data` and their dlib HOG (`detector`) boxes.
+
+    Returns (records, boxes, counts): `boxes` is (N, 4) float32 image pixels, one per record (a face the
+    detector misses gets its ground-truth landmark box); `counts` is `boxes_for`'s tally (e.g.
+    counts["no_detection"]). Boxes come from the box cache in `cache_dir` (None: the user cache); with
+    `detect=True` missing boxes are detected and the cache is saved, with `detect=False` they must be cached.
+    """
     from facealign.data.boxes import BoxCache, boxes_for
     from facealign.data.layouts import index_dataset
     with warnings.catch_warnings():
@@ -55,7 +62,8 @@ def _records_and_boxes(data, split: str, cache_dir, detect: bool = True):
     return records, boxes, counts
 
 
-def _unique_images(records, max_images: int | None) -> list[Path]:
+def unique_images(records, max_images: int | None = None) -> list[Path]:
+    """The records' photos, each once, in first-seen order; the first `max_images` only when given."""
     images = list(dict.fromkeys(r.image for r in records))
     return images[:max_images] if max_images else images
 
@@ -105,7 +113,7 @@ def measure_method(spec: dict) -> dict:
     predictor = _load_method(spec)
     out = {"method": spec["method"], "model": spec.get("model"), "name": predictor.name, "load_s": time.perf_counter() - t0,
            "rss_after_load_mb": peak_rss_mb(), "input_size": getattr(predictor, "input_size", None)}
-    records, boxes, _ = _records_and_boxes(spec["data"], spec["split"], spec.get("cache_dir"), detect=False)
+    records, boxes, _ = records_and_boxes(spec["data"], spec["split"], spec.get("cache_dir"), detect=False)
     faces = latency_faces(records, boxes)
     repeats = max(1, int(spec["repeats"]))
 
@@ -129,7 +137,7 @@ def measure_method(spec: dict) -> dict:
     from facealign.data.boxes import get_detector
     from facealign.imageio import load_rgb
     detect = get_detector("dlib")
-    images = _unique_images(records, spec.get("max_images"))
+    images = unique_images(records, spec.get("max_images"))
     n_faces = 0
     t = time.perf_counter()
     for path in images:

@@ -39,8 +39,11 @@ class CacheSpec:
         return self.cache_size / self.size
 
 
-def _zoom_out(m: float) -> np.ndarray:
-    """(2, 3) normalised map: crop coords u -> coords of a crop `m` times larger around the same centre."""
+def zoom_out(m: float) -> np.ndarray:
+    """(2, 3) normalised map: crop coords u -> coords of a crop `m` times larger around the same centre.
+
+    For `CropTransform.then`: `CropTransform.from_box(box, spec.context).then(zoom_out(spec.true_margin))` is
+    the cached crop of a face (`CacheSpec`), `spec.margin` times the model's crop."""
     return np.array([[1 / m, 0, 0.5 - 0.5 / m], [0, 1 / m, 0.5 - 0.5 / m]])
 
 
@@ -84,7 +87,7 @@ class CropCache:
 
     def crop_transform(self, i: int) -> CropTransform:
         """Original image pixels -> the network crop's normalised coords (no augmentation)."""
-        return CropTransform(self.transforms[i]).then(np.linalg.inv(np.vstack([_zoom_out(self.spec.true_margin),
+        return CropTransform(self.transforms[i]).then(np.linalg.inv(np.vstack([zoom_out(self.spec.true_margin),
                                                                                  [0, 0, 1]]))[:2])
 
 
@@ -138,7 +141,7 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
                 failed.append(str(last_image))
                 continue
             i = len(kept)
-            t = CropTransform.from_box(box, spec.context).then(_zoom_out(spec.true_margin))
+            t = CropTransform.from_box(box, spec.context).then(zoom_out(spec.true_margin))
             mm[i] = t.warp(last_image, c)
             landmarks[i] = t.to_crop(r.landmarks)
             transforms[i] = t.matrix

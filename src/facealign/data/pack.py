@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.cache import CacheSpec, CropCache, _zoom_out, decode_photos, write_crop_cache
+from facealign.data.cache import CacheSpec, CropCache, decode_photos, write_crop_cache, zoom_out
 from facealign.data.crop import CropTransform, _to3
 from facealign.data.layouts import DataError, split_train_val
 
@@ -403,7 +403,7 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
                 if isinstance(last_image, ImageLoadError):
                     failed.append(str(last_image))
                     continue
-                t = CropTransform.from_box(b, context).then(_zoom_out(spec.true_margin))
+                t = CropTransform.from_box(b, context).then(zoom_out(spec.true_margin))
                 pm = t.pixel_matrix(res)
                 crop = t.warp(last_image, res)
                 zf.writestr(f"crops/{len(kept):06d}.jpg", encode_jpeg(crop, quality))
