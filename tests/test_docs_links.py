@@ -46,18 +46,19 @@ def test_every_documented_path_is_in_the_repository():
 
 
 def test_readme_crop_settings_match_the_shipped_cards():
-    """The README's model-card table and crop section state the shipped models' input size and context."""
+    """The model-card table (docs/findings.md) and the crop section (docs/guide.md) state the shipped models'
+    input size and context."""
     import json
     import re
 
     from facealign.models.registry import packaged_path
-    readme = (ROOT / "README.md").read_text()
+    findings, guide = (ROOT / "docs/findings.md").read_text(), (ROOT / "docs/guide.md").read_text()
     default = json.loads(packaged_path("default").with_suffix(".json").read_text())
     small = json.loads(packaged_path("default160").with_suffix(".json").read_text())
-    row = next(line for line in readme.splitlines() if line.startswith("| input |"))
+    row = next(line for line in findings.splitlines() if line.startswith("| input |"))
     size = default["input_size"]
     assert f"{size}×{size} RGB" in row and f"`context` {default['context']:g}" in row
-    crop = readme.split("### Crops, augmentation, cache")[1].split("###")[0]
+    crop = guide.split("## Crops, augmentation, cache")[1].split("\n## ")[0]
     stated = re.search(r"shipped models use `context` ([\d.]+)\s+at (\d+) px \(`default`\) and (\d+) px \(`default160`\)",
                        crop)
     assert stated, "the crop section no longer states the shipped models' settings"
