@@ -106,10 +106,11 @@ def collect(bench_path: Path = DEFAULT_BENCH, results_path: Path = DEFAULT_RESUL
                           f"`{shown(results_path)}` (no grid.json next to it names its command)") + \
         "; the dlib-ert run is added with `facealign experiments --add-run RUN` after `facealign baseline dlib-ert`"
     notes: list[str] = []
-    rows, protocols = [], []
+    rows, protocols, detector_misses = [], [], None
     for name, path in cards.items():
         card = _read_json(path, "model card")
         head = _headline(card, path)
+        detector_misses = detector_misses if detector_misses is not None else head.get("detector_misses")
         protocols.append(_protocol(head, f"card {shown(path)}"))
         command = card.get("evaluation", {}).get("command") or card.get("training", {}).get("package_command")
         sources[f"card:{name}"] = f"`{shown(path)}`: " + (
@@ -147,8 +148,7 @@ def collect(bench_path: Path = DEFAULT_BENCH, results_path: Path = DEFAULT_RESUL
     _check_same_protocol(protocols)
     split, miss, n = protocols[0][:3]
     protocol = {"split": split, "split_name": SPLIT_NAMES.get(split, split), "miss": miss, "n": n,
-                "misses": next((c.get("evaluation", {}).get("detector_misses") for c in
-                                (_read_json(p, "model card") for p in cards.values())), None)}
+                "misses": detector_misses}
     return {"rows": rows, "sources": sources, "notes": notes, "protocol": protocol}
 
 
