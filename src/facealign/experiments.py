@@ -45,7 +45,7 @@ def _study() -> list[Experiment]:
 
 
 def _imagenet() -> list[Experiment]:
-    # The only ImageNet weights obtainable offline: EfficientNet-Lite0 (README), for the 6 EfficientNet runs.
+    # The only ImageNet weights obtainable offline: EfficientNet-Lite0 (docs/guide.md), for the 6 EfficientNet runs.
     return [Experiment("tf_efficientnet_lite0", h, l, "imagenet") for h, losses in HEAD_LOSSES.items() for l in losses]
 
 
