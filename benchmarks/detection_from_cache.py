@@ -12,7 +12,8 @@ import argparse
 import warnings
 from pathlib import Path
 
-from facealign.data.boxes import BoxCache, DetectorConfig, get_detector
+from facealign.data.boxes import BoxCache, DetectorConfig
+from facealign.data.detectors import get_detector
 from facealign.data.layouts import index_dataset
 from facealign.detection_eval import photos_of
 from facealign.imageio import load_rgb

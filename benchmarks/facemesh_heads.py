@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from facealign.export import export_onnx
+    from facealign.inference.onnx_build import export_onnx
     from facealign.models import build_model
     from facealign.models.packaged import load_model
     torch.manual_seed(0)

@@ -130,7 +130,8 @@ def worker(first: int, last: int, seed: int, results: Path) -> None:
     """Run cases [first, last) in this process, appending one JSON line per case to `results`."""
     import contextlib
 
-    from facealign.predict import FaceAligner, run_predict
+    from facealign.inference.aligner import FaceAligner
+    from facealign.predict import run_predict
     images = base_images()
     encoded = {(i, f): encode(img, f) for i, img in enumerate(images) for f in FORMATS}
     aligner = FaceAligner()

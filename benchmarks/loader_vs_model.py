@@ -51,7 +51,7 @@ from facealign.data.crop import crop_face
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset
 from facealign.data.transforms import AugmentConfig
-from facealign.bench import cpu_model
+from facealign.hardware import cpu_model
 from facealign.imageio import load_rgb
 
 TARGET_RATIO = 3.0

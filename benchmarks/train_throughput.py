@@ -37,7 +37,8 @@ def child(spec: dict) -> dict:
     from facealign.data.dataset import CachedFaces
     from facealign.losses import build_loss, compute_loss
     from facealign.models import build_model
-    from facealign.train import amp_dtype, build_batches, head_kind, make_config, prepare_data
+    from facealign.train import amp_dtype, build_batches, head_kind, prepare_data
+    from facealign.train_config import make_config
 
     torch.set_num_threads(spec["threads"])
     cfg = make_config(spec["preset"], data=spec["data"], batch_size=spec["batch"], loader=spec["loader"],

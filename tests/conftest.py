@@ -60,7 +60,7 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pointwise(model_path):
     """A FaceAligner whose network is helpers.PointwiseBackend (content-sensitive, rotation-equivariant)."""
-    from facealign.predict import FaceAligner
+    from facealign.inference.aligner import FaceAligner
     from helpers import PointwiseBackend
     fa = FaceAligner(model_path)
     fa.runner.backend = PointwiseBackend()

@@ -133,6 +133,7 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     end to end: 3 photos, each 10 ms of detection + 4 ms for its one face -> 3 / 0.042 s = 71.43 img/s."""
     import facealign.bench_child as child
     import facealign.data.boxes as boxes_mod
+    import facealign.data.detectors as detectors_mod
     root = make_300w_fixture(tmp_path / "300W", {"helen/testset": 3}, size=96)
     clock = FakeClock()
     monkeypatch.setattr(child, "time", clock)
@@ -141,7 +142,8 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     def detector(image, upsample):
         clock.advance(0.010)
         return [(np.array([10, 10, 60, 60], np.float32), 1.0)]
-    monkeypatch.setattr(boxes_mod, "get_detector", lambda name: detector)
+    monkeypatch.setattr(boxes_mod, "get_detector", lambda name: detector)  # the parent's box cache
+    monkeypatch.setattr(detectors_mod, "get_detector", lambda name: detector)  # the child's end-to-end pass
     spec = {"method": "onnx", "model": "stub", "data": str(root), "split": "common", "repeats": 7, "threads": 1,
             "cache_dir": str(tmp_path / "cache"), "max_images": None}
     child.records_and_boxes(root, "common", spec["cache_dir"], detect=True)  # the parent fills the box cache

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from facealign.data.boxes import (BoxCache, best_detection, boxes_for, dlib_hog_detect, dlib_shape_model_path,
-                                  get_box_protocol, landmark_box, precompute_boxes, whole_image_box)
+from facealign.data.boxes import (BoxCache, best_detection, boxes_for, dlib_shape_model_path, get_box_protocol,
+                                  landmark_box, precompute_boxes, whole_image_box)
+from facealign.data.detectors import dlib_hog_detect
 from facealign.data.layouts import index_dataset
 
 

@@ -13,11 +13,12 @@ pytest.importorskip("onnxruntime")
 from facealign.cli import main  # noqa: E402
 from facealign.data.boxes import landmark_box  # noqa: E402
 from facealign.data.synthetic import random_face  # noqa: E402
-from facealign.export import (CARD_KEY, OnnxBackend, OnnxExportError, check_export, compare_backends,  # noqa: E402
-                              export_onnx, face_crops, load_onnx_runner, random_crops, read_card)
+from facealign.export import check_export, compare_backends, face_crops, random_crops, read_card  # noqa: E402
+from facealign.inference.backends import LandmarkRunner  # noqa: E402
+from facealign.inference.onnx_build import export_onnx  # noqa: E402
+from facealign.inference.onnx_runtime import CARD_KEY, OnnxBackend, OnnxExportError, load_onnx_runner  # noqa: E402
 from facealign.models import build_model  # noqa: E402
 from facealign.models.packaged import load_model, save_packaged  # noqa: E402
-from facealign.predict import LandmarkRunner  # noqa: E402
 
 SIZE = 64
 MODELS = {"b0-heatmap": ("efficientnet_b0", "heatmap"), "lite0-fpn": ("tf_efficientnet_lite0", "fpn")}

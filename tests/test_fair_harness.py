@@ -187,7 +187,7 @@ def test_default_is_the_fair_headline(fair_data):
 
 
 def _bench_row(method, name, predictor, root):
-    from facealign.bench import BENCH_MISSES
+    from facealign.bench_child import BENCH_MISSES
     acc = {m: evaluate(predictor, root, ["common"], progress=False, miss=m)["common"] for m in BENCH_MISSES}
     fair = acc["gt-box"]
     return {"method": method, "name": name, "accuracy": acc, "nme": fair["nme"], "auc": fair["auc"],

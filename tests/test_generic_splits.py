@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from facealign.cli import main
-from facealign.data.layouts import DataError, index_dataset, problem_kind
+from facealign.data.errors import DataError
+from facealign.data.layouts import index_dataset, problem_kind
 from facealign.data.pts import write_pts
 from facealign.data.splits import NOT_LISTED, OUTSIDE_SPLITS, UNMATCHED
 from facealign.data.synthetic import random_face, write_faces

@@ -1,6 +1,7 @@
 import pytest
 
-from facealign.data.layouts import DataError, index_dataset, split_train_val
+from facealign.data.errors import DataError
+from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.synthetic import write_faces
 
 
@@ -67,7 +68,8 @@ def test_empty_split_names_only_its_own_missing_folders(fixture_300w):
     """`challenging` needs ibug only: its error must not list lfpw or the private set."""
     import warnings
 
-    from facealign.data.layouts import DataError, index_dataset
+    from facealign.data.errors import DataError
+    from facealign.data.layouts import index_dataset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = index_dataset(fixture_300w)

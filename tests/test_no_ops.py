@@ -97,7 +97,7 @@ class _FindsOnlyOneTurn:
         self.turn, self.calls = turn, 0
 
     def predict(self, image):
-        from facealign.predict import Face
+        from facealign.inference.aligner import Face
         self.calls += 1
         if self.calls != self.turn:
             return []

@@ -20,7 +20,9 @@ from PIL import Image
 
 import facealign
 from facealign.cli import main
-from facealign.predict import Face, FaceAligner, OutputNames, as_rgb, safe_stem
+from facealign.inference.aligner import Face, FaceAligner, as_rgb
+from facealign.outputs import OutputNames
+from facealign.io import safe_stem
 
 skimage_data = pytest.importorskip("skimage.data")
 

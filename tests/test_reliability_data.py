@@ -10,7 +10,8 @@ from PIL import Image
 from facealign.cli import main
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.layouts import (BAD_FOLDER, BAD_IMAGE, BAD_PTS, DUPLICATE, NO_IMAGE, NO_PTS, OUTSIDE, PROFILE,
-                                    WRONG_COUNT, DataError, far_outside, index_dataset, problem_kind)
+                                    WRONG_COUNT, far_outside, index_dataset, problem_kind)
+from facealign.data.errors import DataError
 from facealign.data.pts import PtsError, format_pts, parse_pts, write_pts
 from facealign.data.summary import summarize_root
 from facealign.data.synthetic import make_300w_fixture, write_faces

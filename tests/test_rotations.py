@@ -26,7 +26,7 @@ def test_turn_points_by_hand():
 
 
 def test_turned_box_stays_a_box_in_the_original_pixels():
-    from facealign.predict import Face
+    from facealign.inference.aligner import Face
     # The whole turned image, (-0.5, -0.5, 4 - 0.5, 7 - 0.5) in np.rot90(img, 1), is the whole 7 x 4 image.
     face = Face(np.array([-0.5, -0.5, 3.5, 6.5]), 1.0, np.zeros((68, 2)))
     np.testing.assert_array_equal(turn_faces([face], 1, 7, 4)[0].box, [-0.5, -0.5, 6.5, 3.5])

@@ -127,7 +127,7 @@ def test_init_model_starts_from_a_trained_network(data, tmp_path):
 
     from facealign.models.packaged import load_model
     from facealign.models.transfer import load_full_model
-    from facealign.train import build_model
+    from facealign.models import build_model
     cfg = _cfg(data, tmp_path, epochs=1)
     train(cfg, progress=False)
     ckpt = cfg.run_dir / "checkpoint_best.pt"
@@ -149,7 +149,8 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
 
     from facealign.models.packaged import load_model
     from facealign.models.transfer import load_backbone_weights
-    from facealign.train import build_model, make_config
+    from facealign.models import build_model
+    from facealign.train_config import make_config
     cfg = _cfg(data, tmp_path, epochs=1)
     train(cfg, progress=False)
     ckpt = str(cfg.run_dir / "checkpoint_best.pt")

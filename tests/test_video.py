@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.predict import Face, FaceAligner
+from facealign.inference.aligner import Face, FaceAligner
 from facealign.data.boxes import iou
 from helpers import PointwiseBackend, write_clip, write_cut_clip
-from facealign.video import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, iter_frames,
-                             predict_video, smooth_track, thumbnail_correlation, video_schema_path)
+from facealign.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
+                                thumbnail_correlation)
+from facealign.video import iter_frames, predict_video, video_schema_path
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -46,12 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.bench_child import (BENCH_MISSES, LATENCY_FACES, RESULT_PREFIX, records_and_boxes, unique_images,  # noqa: F401,E501
-                                   measure_startup, peak_rss_mb, run_child)
+from facealign.bench_child import BENCH_MISSES, measure_startup, records_and_boxes, run_child, unique_images
 from facealign.data.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
 from facealign.inference.backends import BACKENDS
-from facealign.models.registry import PACKAGED_MODELS, packaged_path
+from facealign.models.registry import PACKAGED_MODELS
 
 METHODS = (*BACKENDS, "dlib")
 

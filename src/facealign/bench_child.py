@@ -134,7 +134,7 @@ def measure_method(spec: dict) -> dict:
     out.update(ms_batch1=1000 * statistics.median(single), ms_batch32=1000 * statistics.median(batched),
                latency_faces=len({id(f[0]) for f in faces}), batch1_calls=len(single), batch32_calls=len(batched))
 
-    from facealign.data.boxes import get_detector
+    from facealign.data.detectors import get_detector
     from facealign.imageio import load_rgb
     detect = get_detector("dlib")
     images = unique_images(records, spec.get("max_images"))

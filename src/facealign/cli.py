@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from facealign.data.boxes import FAIR_MISS
-from facealign.data.layouts import DataError
+from facealign.data.errors import DataError
 from facealign.data.pts import PtsError
 from facealign.imageio import ImageLoadError
 from facealign.commands.train import add_train_flags as _add_train_flags, overrides as _overrides, \
@@ -100,7 +100,8 @@ def cmd_evaluate(args) -> int:
     from facealign.data.counts import format_counts
     from facealign.data.boxes import get_miss_policy
     from facealign.evaluate import check_scheme, evaluate, format_summary_line, load_evaluated
-    from facealign.data.boxes import DetectorConfig, get_detector
+    from facealign.data.boxes import DetectorConfig
+    from facealign.data.detectors import get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
     if args.no_flip and args.flip_tta == "on":

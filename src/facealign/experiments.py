@@ -20,7 +20,8 @@ from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
 from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.study_report import GRID_FILE, eval_path, write_report
-from facealign.train import make_config, train
+from facealign.train_config import make_config
+from facealign.train import train
 
 BACKBONES = ("efficientnet_b0", "convnextv2_nano")
 HEAD_LOSSES = {"heatmap": ("mse", "bce", "focal"), "regression": ("mse", "wing", "awing")}

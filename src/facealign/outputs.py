@@ -13,7 +13,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from facealign.data.pts import write_pts  # noqa: F401 (the .pts writer, re-exported with the others)
 from facealign.inference.aligner import Face, FaceAligner, _f32
 from facealign.io import atomic_write_bytes, atomic_write_text, safe_stem
 

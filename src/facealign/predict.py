@@ -1,8 +1,6 @@
 """The `facealign predict` batch job: files, folders and globs in; JSON, .pts, CSV and drawings out.
 
-The predictor itself is `facealign.inference.FaceAligner`; the writers are in `facealign.outputs`. The
-names `FaceAligner`, `Face`, `as_rgb`, `LandmarkRunner`, `OutputNames` and `safe_stem` stay importable from
-here for existing code.
+The predictor itself is `facealign.inference.FaceAligner`; the writers are in `facealign.outputs`.
 """
 from __future__ import annotations
 
@@ -21,20 +19,14 @@ from typing import Callable, Sequence
 
 from facealign.data.pts import write_pts
 from facealign.imageio import ImageLoadError, load_rgb
-from facealign.inference.aligner import DEFAULT_MIN_SCORE, Face, FaceAligner, as_rgb  # noqa: F401 (re-exported)
-from facealign.io import atomic_write_text, safe_stem  # noqa: F401 (re-exported)
+from facealign.inference.aligner import FaceAligner
+from facealign.io import atomic_write_text
 from facealign.outputs import OutputNames, annotate, csv_header, csv_row, image_json, save_image, write_json
 from facealign.rotations import detect_turned, turn_faces
-from facealign.video import DEFAULT_BETA, VIDEO_EXTENSIONS, process_video
+from facealign.tracking import DEFAULT_BETA
+from facealign.video import VIDEO_EXTENSIONS, process_video
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
-
-
-def __getattr__(name: str):
-    if name in ("LandmarkRunner", "TorchBackend", "BACKENDS"):  # moved to facealign.inference.backends
-        from facealign.inference import backends
-        return getattr(backends, name)
-    raise AttributeError(f"module 'facealign.predict' has no attribute {name!r}")
 
 
 def _is_media(path: Path) -> bool:

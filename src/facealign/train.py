@@ -24,7 +24,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing, get_detector
+from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing
+from facealign.data.detectors import get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
 from facealign.data.dataset import CachedFaces, EpochSampler
@@ -39,8 +40,7 @@ from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
-from facealign.train_config import (PRESETS, RESUME_FREE, TrainConfig, config_dict,  # noqa: F401 (re-exported)
-                                    make_config)
+from facealign.train_config import RESUME_FREE, TrainConfig, config_dict
 
 
 class NonFiniteLossError(FloatingPointError):

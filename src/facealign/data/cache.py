@@ -120,7 +120,7 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     """Crop every face once (or reuse an identical earlier cache) and return the cache."""
     from tqdm import tqdm
 
-    from facealign.data.layouts import DataError
+    from facealign.data.errors import DataError
     from facealign.imageio import ImageLoadError
     folder = Path(folder)
     key = cache_key(records, boxes, spec)

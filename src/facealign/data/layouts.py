@@ -19,8 +19,7 @@ from PIL import Image
 from facealign.data.errors import DataError
 from facealign.data.pts import PtsError, read_pts
 from facealign.data.scheme import NUM_LANDMARKS
-from facealign.data.splits import (FACE_NUMBER, NOT_LISTED, OUTSIDE_SPLITS, OVERLAP, UNMATCHED,  # noqa: F401
-                                   apply_split_file, overlaps, split_folders)
+from facealign.data.splits import FACE_NUMBER, OUTSIDE_SPLITS, OVERLAP, apply_split_file, overlaps, split_folders
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # preference order for duplicate stems
 PROFILE_POINTS = 39  # Menpo's profile markup

@@ -34,7 +34,8 @@ import numpy as np
 
 from facealign.data.cache import CacheSpec, CropCache, decode_photos, write_crop_cache, zoom_out
 from facealign.data.crop import CropTransform, _to3
-from facealign.data.layouts import DataError, split_train_val
+from facealign.data.errors import DataError
+from facealign.data.layouts import split_train_val
 
 FORMAT = "facealign-pack"
 FORMAT_VERSION = 1
@@ -327,8 +328,8 @@ def _face_boxes(records, box: str, root: Path, cache_dir, progress: bool):
     cached detections only to fill the flag."""
     from tqdm import tqdm
 
-    from facealign.data.boxes import (BoxCache, DetectorConfig, best_detection, get_box_protocol, get_detector,
-                                      landmark_box)
+    from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, get_box_protocol, landmark_box
+    from facealign.data.detectors import get_detector
     from facealign.imageio import ImageLoadError, load_rgb
     cache = BoxCache(root, cache_dir, DetectorConfig())
     detector = get_detector(cache.detector.name)

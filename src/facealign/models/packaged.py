@@ -15,7 +15,7 @@ from facealign.checkpoint import CheckpointError, load_checkpoint
 from facealign.data.schemes import SchemeError, get_scheme
 from facealign.io import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
-from facealign.models.registry import PACKAGED_MODELS, model_file, packaged_path  # noqa: F401 (re-exported)
+from facealign.models.registry import model_file
 
 def card_from_config(cfg: dict, scheme: dict | None = None) -> dict:
     """A model card for a training checkpoint's config (no metrics). scheme: the checkpoint's landmark scheme
