@@ -227,9 +227,16 @@ def _add_module_command(sub, name: str) -> None:
     p.set_defaults(func=module.run)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error (e.g. a missing --data) is one line on stderr and exit status 2, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from facealign.version import __version__
-    parser = argparse.ArgumentParser(prog="facealign", description="68-point facial landmark toolkit")
+    parser = OneLineErrors(prog="facealign", description="68-point facial landmark toolkit")
     parser.add_argument("--version", action="version", version=f"facealign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -287,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "predictor, the equal-data comparison)")
     p.add_argument("method", help="dlib-ert (dlib.train_shape_predictor with dlib's default options on the same "
                                   "split, detector boxes and faces as `facealign train`, plus their mirror images)")
-    p.add_argument("--data", type=str, required=True, help="data root (e.g. ../shared/data/300W)")
+    p.add_argument("--data", type=str, required=True, help="data root, e.g. a 300W folder (docs/data.md)")
     p.add_argument("--out", help="parent folder of the run folder (default runs/; the run goes to OUT/dlib-ert)")
     p.add_argument("--cache-dir", dest="cache_dir", help="box cache folder (as for `facealign boxes`)")
     p.add_argument("--threads", type=int, help="training threads (default: every available core)")
@@ -306,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default for every checkpoint and packaged model, whatever its card says, so a run's "
                         "checkpoint and its package score the same) or off (one crop per face)")
     p.add_argument("--no-flip", action="store_true", help="the same as --flip-tta off")
-    p.add_argument("--data", type=Path, required=True, help="data root (e.g. ../shared/data/300W)")
+    p.add_argument("--data", type=Path, required=True, help="data root, e.g. a 300W folder (docs/data.md)")
     p.add_argument("--scheme", default=None, help="landmark scheme of the data (default: the model's; dlib and "
                    "dlib-ert runs: ibug68 only), checked against the model's")
     p.add_argument("--split", nargs="+", default=["common"], help="split name(s) (`facealign data summary` lists a "
@@ -363,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("demo", help="landmarks on a sample photo with the packaged default model (results/demo)")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),
-                   help="data for the metrics demo used while no default model is installed")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a 300W data root for the metrics demo run while no default model is installed (default: "
+                        "a generated 300W-style fixture)")
     p.set_defaults(func=cmd_demo)
 
     for name in SUBCOMMAND_MODULES:  # subcommands that own their arguments, run and printing

@@ -35,10 +35,12 @@ def mean_shape_baseline(train, test, protocol: str = "gt") -> np.ndarray:
     return np.stack([CropTransform.from_box(b).to_image(mean) for b in test_boxes])
 
 
-def run_demo(data: Path, out_dir: Path = Path("results/demo")) -> int:
-    if not Path(data).is_dir():
+def run_demo(data: Path | None, out_dir: Path = Path("results/demo")) -> int:
+    """The mean-shape metrics demo on the 300W root `data` (None or a missing folder: a generated fixture)."""
+    if data is None or not Path(data).is_dir():
         tmp = Path(tempfile.mkdtemp(prefix="facealign-demo-"))
-        print(f"data root {data} not found; using a generated 300W-style fixture in {tmp}")
+        why = "no --data given" if data is None else f"data root {data} not found"
+        print(f"{why}; using a generated 300W-style fixture in {tmp}")
         data = make_300w_fixture(tmp / "300W", {"afw": 20, "helen/trainset": 20, "helen/testset": 10})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -95,7 +97,7 @@ def default_model_available() -> bool:
         return False
 
 
-def demo(data: Path, out_dir: Path = Path("results/demo")) -> int:
+def demo(data: Path | None = None, out_dir: Path = Path("results/demo")) -> int:
     """Prediction with the shipped default; the mean-shape metrics demo when it is missing."""
     if not default_model_available():
         print("the default model weights (facealign/weights/default.safetensors) are not installed yet; "

@@ -44,8 +44,8 @@ BASELINE_NOTES = {
                 "detector boxes, faces the detector misses dropped) and their mirror images: the equal-data "
                 "comparison. `train min` is its one training call. Its `CPU ms/face` was timed while other jobs "
                 "loaded the 2 cores, unlike dlib's row: docs/training.md has both timed side by side. Trained by `facealign baseline dlib-ert --data "
-                "../shared/data/300W --out RUNS` and added to the report by `facealign experiments --data "
-                "../shared/data/300W -o OUT --add-run RUNS/dlib-ert`.",
+                "DATA --out RUNS` and added to the report by `facealign experiments --data DATA -o OUT --add-run "
+                "RUNS/dlib-ert`.",
 }
 
 

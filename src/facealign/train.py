@@ -29,6 +29,7 @@ from facealign.data.detectors import get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
 from facealign.data.dataset import CachedFaces, EpochSampler
+from facealign.data.errors import DataError
 from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.schemes import get_scheme
@@ -74,6 +75,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
     counts: filled with the faces found, used and dropped by reason (`facealign.data.counts.face_counts`)."""
     from facealign.data.pack import is_pack, pack_caches
     counts = {} if counts is None else counts
+    if cfg.data is None:
+        raise DataError("no training data given: `facealign train --data ROOT` (a data root or a pack file)")
     if is_pack(cfg.data):  # a `facealign data pack` file: no raw photos, detector or box cache needed
         out = pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
                           CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,

@@ -22,7 +22,8 @@ def _opt(default, help: str):
 class TrainConfig:
     """Every training default lives here; the CLI and presets override fields."""
 
-    data: str = _opt("../shared/data/300W", "data root, or a pack file from `facealign data pack`")
+    data: str | None = _opt(None, "data root, or a pack file from `facealign data pack` (required: `facealign "
+                                  "train --data`)")
     layout: str = _opt("auto", "layout of the data root: auto (guess), 300w, menpo or generic")
     splits: str | None = _opt(None, "generic layout: a split file, JSON {split: [paths]} or CSV path,split (null: "
                                     "the root's split folders train/, val/, test/ ..., else one split 'all'; "

@@ -46,7 +46,7 @@ DLIB_OPTIONS = ("cascade_depth", "num_trees_per_cascade_level", "tree_depth", "o
 class DlibErtConfig:
     """Every `dlib-ert` default lives here (dlib's own training defaults for the ERT options)."""
 
-    data: str = "../shared/data/300W"
+    data: str | None = None  # the data root (required: `facealign baseline dlib-ert --data`)
     layout: str = "auto"
     splits: str | None = None  # generic layout: a split file (TrainConfig.splits, docs/data.md)
     train_split: str = "train"
@@ -173,6 +173,8 @@ def build_pool(cfg: DlibErtConfig):
     """(training samples, validation records, their boxes (n, 4), counts) for `cfg`."""
     from facealign.data.pack import is_pack
     from facealign.imageio import load_rgb
+    if cfg.data is None:
+        raise DataError(f"{NAME}: no data root given (--data ROOT)")
     if is_pack(cfg.data):
         raise DataError(f"{NAME} needs the photos: pass the data root, not a pack file ({cfg.data})")
     with warnings.catch_warnings():

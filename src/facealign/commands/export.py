@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--input-size", type=int, default=None, help="default: the model card's input_size")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/300W"),
-                   help="real faces for the check (generated faces if this folder is missing)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a data root whose real faces the check uses (default, or if the folder is missing: "
+                        "generated faces)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch|, normalised crop units")
 
 

@@ -19,7 +19,7 @@ from facealign.models.registry import model_file
 
 
 # torch's CPU threads for one landmark call when none are asked for. Measured (`python benchmarks/ort_threads.py
-# --data ../shared/data/300W --repeats 40 --rounds 2 --load 1 --torch`, docs/benchmarks-inference.md): with one
+# --data DATA --repeats 40 --rounds 2 --load 1 --torch`, docs/benchmarks-inference.md): with one
 # extra busy process on 2 cores, `default` took 1,736 ms per face on 2 threads against 363 ms on 1; without it,
 # 94 against 98 ms. onnxruntime (spinning off) was faster on all cores in both cases, so its default stays.
 TORCH_DEFAULT_THREADS = 1
