@@ -1,6 +1,6 @@
 """Floating-point state: flush denormals inside our own compute, restore the caller's setting after.
 
-Denormal floats (tiny activations and gradients) make x86 CPU math up to 30x slower, so training
+Denormal floats (tiny activations and gradients) make x86 CPU math many times slower, so training
 and inference run with flush-to-zero. The flag is process-global; a library must not leave it
 changed behind the caller's back, so it is set per call and restored.
 """

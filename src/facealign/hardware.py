@@ -2,8 +2,8 @@
 
 These machines vary (seen: a Xeon with AVX-512 and AMX, an AMD EPYC with AVX2 only). bf16 autocast is
 fast only where the CPU has native bf16 matrix instructions (AMX or AVX512-BF16); elsewhere PyTorch
-emulates it: on an AVX2-only AMD EPYC, a bf16-autocast forward pass of the default model took 310 ms per
-crop against 19.8 ms in fp32 (issue 11's probe).
+emulates it, and on an AVX2-only CPU a bf16-autocast forward pass is many times slower than fp32
+(docs/benchmarks-training.md).
 """
 from __future__ import annotations
 

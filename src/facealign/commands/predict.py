@@ -36,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "160 px), 'fast' (96 px, one crop; docs/benchmarks.md compares them), a .safetensors file, a "
                    "checkpoint (.pt) or, with --backend onnx, an .onnx file from `facealign export`")
     p.add_argument("--backend", default=None, help="torch, onnx (exported once, cached) or onnx-int8 (a shipped "
-                   "int8 graph); default: the packaged model's fastest measured backend within 0.5%% NME (default: "
-                   "onnx-int8, default160 and fast: onnx), onnx for an .onnx file, torch otherwise")
+                   "int8 graph); default: the packaged model's fastest measured backend that keeps its accuracy ("
+                   "`facealign.inference.backends.DEFAULT_BACKENDS`; docs/benchmarks.md), onnx for an .onnx file, "
+                   "torch otherwise")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
     p.add_argument("--detector", default="dlib", help="face detector: dlib (HOG, default), dlib-cnn, mtcnn "

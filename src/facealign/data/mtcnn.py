@@ -5,7 +5,7 @@ authors' Caffe models converted to Keras), read from its files with joblib: Kera
 HWIO, dense kernels (in, out), PReLU slopes). The package itself is never imported, since its `__init__`
 imports TensorFlow. The three networks are rebuilt here as in-memory ONNX graphs.
 
-Input normalisation (x - 127.5) / 128 on RGB; pyramid factor 0.709; P-Net proposals NMS'd per scale (IoU 0.5)
+Input normalisation (x - 127.5) / 128 on RGB; pyramid factor `SCALE_FACTOR`; P-Net proposals NMS'd per scale (IoU 0.5)
 and across scales (0.7); R-Net (24 x 24 crops) NMS 0.7; O-Net (48 x 48 crops) and a final NMS with the
 'min' overlap (0.7), all as in the original MATLAB code.
 

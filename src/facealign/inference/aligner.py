@@ -121,14 +121,16 @@ class FaceAligner:
     >>> faces = fa.predict("photo.jpg")         # list[Face]; landmarks in original image pixels
 
     Args:
-        model: a packaged model name ("default"; "default160": the previous default, 160 px, about 1.8x
-            faster, 4% higher NME; "fast": 96 px, one crop, 57 MMAC, NME 0.0431 against 0.0341), a
-            .safetensors file (model card beside it), a training checkpoint (.pt), or an .onnx file.
+        model: a packaged model name ("default": 224 px; "default160": the previous default, 160 px; "fast":
+            96 px, one crop; their accuracy and speed: each one's model card, facealign/weights/NAME.json, and
+            docs/status.md), a .safetensors file (model card beside it), a training checkpoint (.pt), or an
+            .onnx file.
         detector: a name from `facealign.data.detectors.DETECTORS` ("dlib": HOG, "dlib-cnn": dlib's MMOD CNN,
             "mtcnn"; see docs/detection.md) or a callable `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
         device: torch device for the torch backend ("cpu", "cuda", ...).
         backend: "torch", "onnx" or "onnx-int8" (a key of `BACKENDS`); None: a packaged model's fastest
-            measured backend within 0.5% NME (`DEFAULT_BACKENDS`), "onnx" for an .onnx file, else "torch".
+            measured backend that keeps its accuracy (`DEFAULT_BACKENDS`, `MAX_DEFAULT_NME_CHANGE`), "onnx" for
+            an .onnx file, else "torch".
         upsample: detector upsampling steps (dlib: 1 finds faces down to about 40 px).
         min_score: detections scoring below this are dropped; None: the detector's measured default
             (`facealign.data.detectors.DEFAULT_MIN_SCORES`; 0 for a callable). Scores are not comparable

@@ -56,8 +56,8 @@ def session_options(threads: int | None = None):
     """CPU session options: sequential execution, no busy-waiting threads.
 
     Spinning threads (onnxruntime's default) made 2 threads slower than 1 on a machine with one busy
-    core (15.9 vs 7.6 ms per crop) and slowed other work in the same process 2.3x; off, it cost nothing
-    when idle (issue 11's probe).
+    core and slowed other work in the same process; off, they cost nothing when idle
+    (docs/benchmarks-inference.md).
     """
     ort = _require("onnxruntime")
     opts = ort.SessionOptions()

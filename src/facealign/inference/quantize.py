@@ -193,8 +193,8 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     saturate with full-range weights, so a full-range graph scores worse there than on a VNNI CPU (measured
     in docs/reliability.md, "int8 on CPUs without VNNI"); with 7-bit weights both compute exactly and agree.
     Activations: uint8 (asymmetric), because
-    onnxruntime's x86 QLinearConv kernels run u8 activations x s8 weights fastest (s8 x s8 measured ~2x
-    slower here). The nodes of `fp32_nodes` stay fp32. The output keeps the input's metadata_props and adds
+    onnxruntime's x86 QLinearConv kernels run u8 activations x s8 weights fastest (s8 x s8 measured
+    slower). The nodes of `fp32_nodes` stay fp32. The output keeps the input's metadata_props and adds
     `facealign.quantization` (JSON: scheme, per_channel, weight/activation types, excluded nodes,
     calibration_count, batch).
     """

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    ".onnx file")
     p.add_argument("--backend", default=D.backend, help="onnx (no torch at run time once the graph is cached), "
                    "onnx-int8 (a shipped int8 graph) or torch; default: the packaged model's fastest measured backend "
-                   "within 0.5%% NME (default: onnx-int8, default160 and fast: onnx), onnx for an .onnx file, torch "
-                   "otherwise")
+                   "that keeps its accuracy (`facealign.inference.backends.DEFAULT_BACKENDS`; docs/benchmarks.md), "
+                   "onnx for an .onnx file, torch otherwise")
     p.add_argument("--device", default=D.device, help="torch device (torch backend only)")
     p.add_argument("--workers", type=int, default=D.workers, help="inference threads, each with its own model "
                    "(default 0: one per CPU core, at most 4; the CPU threads are split between them)")
