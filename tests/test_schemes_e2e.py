@@ -129,7 +129,7 @@ def test_training_with_the_wrong_scheme_says_so(wflw_root, tmp_path, capsys):
 def test_a_98_point_pack_trains_with_its_scheme_only(wflw_root, tmp_path, capsys):
     import torch
     pack = tmp_path / "w.fapack"
-    assert main(["data", "pack", str(wflw_root), "-o", str(pack), "--split", "train", "--box", "gt", "--size", "32", "--context", "0.1",
+    assert main(["data", "pack", str(wflw_root), "-o", str(pack), "--split", "train", "--box", "gt", "--max-size", "32", "--context", "0.1",
                  "--scheme", "wflw98", "--quiet"]) == 0
     threads = torch.get_num_threads()
     flags = [*TINY, "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]

@@ -268,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["train"], help="split(s) to pack (default: train)")
     p.add_argument("--box", default="detector", help="box protocol: detector (default; faces the detector misses are "
                                                       "packed with the gt box and flagged), seed or gt")
-    p.add_argument("--size", type=int, default=256, help="largest network size served at full resolution (default "
-                                                         "256; crops are size x margin pixels)")
+    p.add_argument("--max-size", dest="size", type=int, default=256,
+                   help="largest network input size served at full resolution (default 256; crops are max-size x "
+                        "margin pixels)")
     p.add_argument("--context", type=float, default=0.4, help="box enlargement (default 0.4, the `default` preset's)")
     p.add_argument("--margin", type=float, default=1.5, help="augmentation margin (default 1.5)")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")

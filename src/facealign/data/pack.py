@@ -222,7 +222,7 @@ def check_servable(pack: Pack, spec: CacheSpec, protocols) -> None:
     if spec.size > pack.spec.size:
         raise PackError(f"pack {pack.path} serves network sizes up to {pack.spec.size} px "
                         f"({pack.resolution} px crops with margin {pack.spec.true_margin:g}); size {spec.size} "
-                        f"was asked for (pack again with --size {spec.size})")
+                        f"was asked for (pack again with --max-size {spec.size})")
 
 
 def _pack_to_cache(pack: Pack, spec: CacheSpec) -> np.ndarray:
