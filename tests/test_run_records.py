@@ -180,7 +180,7 @@ def test_card_of_a_pack_run_reads_the_pack(data, tmp_path):
     from facealign.packaging import data_record
     pack = tmp_path / "t.fapack"
     assert main(["data", "pack", str(data), "-o", str(pack), "--split", "train", "common", "--box", "gt",
-                 "--size", "32", "--quiet"]) == 0
+                 "--max-size", "32", "--quiet"]) == 0
     record = data_record({"data": str(pack), "layout": "auto", "val_fraction": 0}, {})
     assert (record["layout"], record["splits"]) == ("300w", {"train": 20, "common": 4})
     assert record["validation"] == "none: a final fit on every face of the training pool"
