@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/facealign demo --data $(DATA)
 
+# Two pytest-xdist workers, one per core of a 2-core CI machine; whole files per worker (--dist loadfile), so a
+# module's fixtures are built once. tests/conftest.py gives each worker (and the processes its tests start) one
+# OpenMP/torch thread. TEST_WORKERS=0 runs every test in one process (e.g. for pdb); TEST_WORKERS=auto, one per core.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Headless Chromium for tests/test_serve_browser.py, from Debian's packages where apt-get can run (as root, or
 # with sudo that needs no password); otherwise that test skips and says why.

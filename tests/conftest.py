@@ -1,4 +1,14 @@
 import os
+import sys
+
+# `make test` runs the suite in two pytest-xdist workers (one per core of a 2-core CI machine). Each worker and
+# every process its tests start gets one OpenMP/torch intra-op thread unless OMP_NUM_THREADS says otherwise, so two
+# workers never run four compute threads on two cores. Set before numpy or torch is imported here.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 from pathlib import Path
 
 import numpy as np
