@@ -12,7 +12,8 @@ from facealign.models import build_model  # noqa: E402
 from facealign.models.packaged import save_packaged  # noqa: E402
 
 
-def test_bench_table_has_three_rows_and_all_columns(tmp_path):
+def test_bench_table_has_three_rows_and_all_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEALIGN_CACHE", str(tmp_path / "user-cache"))  # this random model's ONNX export
     root = make_300w_fixture(tmp_path / "300W", {"afw": 2, "helen/trainset": 2, "helen/testset": 3}, size=96)
     card = {"name": "tiny", "backbone": "tf_efficientnet_lite0", "head": "fpn", "feature_index": -1, "head_kwargs": {},
             "input_size": 64, "context": 0.1, "box_protocol": "detector", "detector": "dlib", "flip_tta": False}
