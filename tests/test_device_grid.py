@@ -208,12 +208,11 @@ def test_a_conclusion_is_robust_only_with_the_same_all_pairs_verdict_at_every_pr
     from facealign.study_checks import _by_preset
     here = {"A": "confirmed", "B": "confirmed", "C": "mixed", "D": "refuted"}
     there = {"A": "confirmed", "B": "mixed", "C": "mixed", "D": "refuted"}
-    checks = {t: (lambda v: lambda records, misses: (v, ""))(v) for t, v in here.items()}
     facts = {"rows": [{"preset": "cpu"}, {"preset": "-"}], "misses": ["gt-box"],
              "presets": [{"folder": "seed", "verdicts": there}]}
-    lines = _by_preset([], facts, checks)
+    lines = _by_preset(here, facts)
     assert "| A | confirmed | confirmed | yes |" in lines
     assert "| B | confirmed | mixed | no |" in lines
     assert "| C | mixed | mixed | no |" in lines  # agreeing on `mixed` is no robust conclusion
     assert "| D | refuted | refuted | yes |" in lines
-    assert _by_preset([], {**facts, "presets": []}, checks) == []
+    assert _by_preset(here, {**facts, "presets": []}) == []

@@ -187,8 +187,9 @@ def _preset_sections(presets: list[dict]) -> list[str]:
     return out
 
 
-def _by_preset(records, facts: dict, checks: dict[str, Callable]) -> list[str]:
-    """Each conclusion's verdict here and at the other presets; robust = the same all-pairs verdict at each."""
+def _by_preset(verdicts_here: dict[str, str], facts: dict) -> list[str]:
+    """Each conclusion's verdict here ({title: verdict}, as checked above) and at the other presets; robust = the
+    same all-pairs verdict at each."""
     presets = facts.get("presets") or []
     if not presets:
         return []
@@ -199,8 +200,8 @@ def _by_preset(records, facts: dict, checks: dict[str, Callable]) -> list[str]:
              "when it has the same such verdict at every preset, and not robust otherwise.", "",
              "| conclusion | " + label + " | " + " | ".join(f"`{p['folder']}` preset" for p in presets)
              + " | robust |", "|---|---|" + "---|" * len(presets) + "---|"]
-    for title, check in checks.items():
-        verdicts = [check(records, facts["misses"])[0]] + [p["verdicts"][title] for p in presets]
+    for title, verdict in verdicts_here.items():
+        verdicts = [verdict] + [p["verdicts"][title] for p in presets]
         robust = "yes" if len(set(verdicts)) == 1 and verdicts[0] in ("confirmed", "refuted") else "no"
         lines.append(f"| {title} | " + " | ".join(verdicts) + f" | {robust} |")
     return lines + [""]
@@ -275,10 +276,11 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     out += ["## The study's conclusions, checked", "",
             "The study tested on 300W and Menpo; here only helen/testset (300W's common subset, 230 faces) is "
             "available, so every verdict is for that set.", ""]
+    verdicts = {}
     for title, check in checks.items():
-        verdict, text = check(records, misses)
-        out += [f"### {title}: **{verdict}**", "", text, ""]
-    out += _by_preset(records, facts, checks)
+        verdicts[title], text = check(records, misses)
+        out += [f"### {title}: **{verdicts[title]}**", "", text, ""]
+    out += _by_preset(verdicts, facts)
     best = min(trained, key=lambda r: _nme(r, misses[0])) if trained else None
     out += ["## Why the study's AUC values (0.93-0.98) cannot be AUC@0.08", "",
             f"AUC@t is exactly 1 - mean(min(e, t)) / t over the per-face errors e (`facealign.metrics.auc`). "
