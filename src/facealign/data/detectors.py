@@ -192,18 +192,19 @@ def default_min_score(name: str) -> float:
     return DEFAULT_MIN_SCORES.get(name, 0.0)
 
 
-def _check(name: str) -> None:
+def check_detector(name: str) -> None:
+    """ValueError naming the valid detectors when `name` is not one."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
 
 
 def get_detector(name: str) -> Callable[..., list[Detection]]:
     """The detector `name`, its boxes on dlib HOG's box statistics (what the landmark models expect)."""
-    _check(name)
+    check_detector(name)
     return DETECTORS[name]
 
 
 def raw_detector(name: str) -> Callable[..., list[Detection]]:
     """The detector `name` with its own, unmapped boxes."""
-    _check(name)
+    check_detector(name)
     return RAW_DETECTORS[name]
