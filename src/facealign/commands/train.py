@@ -95,7 +95,9 @@ def make_train_config(args):
     base = read_run_config(args.config) if args.config is not None else None
     if args.data is None and base is None:
         raise ValueError("--data is required (or --config RUN/config.json, which names the run's data)")
-    return make_config(args.preset, base=base, data=args.data, run_name=args.run_name, **overrides(args))
+    # --set wins over --data/--name as over every flag (and may name the same field without a clash)
+    return make_config(args.preset, base=base, **{"data": args.data, "run_name": args.run_name,
+                                                  **overrides(args)})
 
 
 def run(args) -> int:
