@@ -1,4 +1,6 @@
 """The batched tensor augmentation against the per-sample numpy path (CachedFaces)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset
 from facealign.data.synthetic import make_300w_fixture
-from facealign.data.tensor_augment import DeviceFaces, grid_theta, photometric_batch, sample_params
+from facealign.data.tensor_augment import DeviceFaces, grid_theta, occlude_batch, photometric_batch, sample_params
 from facealign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 
 
@@ -88,3 +90,45 @@ def test_bf16_detection_reads_flags():
     assert not cpu_has_fast_bf16(frozenset({"avx2", "fma", "avx512f"}))  # the AMD EPYC seen here
     assert cpu_has_fast_bf16(frozenset({"avx2", "amx_bf16", "amx_tile"}))
     assert cpu_has_fast_bf16(frozenset({"avx512_bf16"}))
+
+
+def test_occlusion_mask_hand_computed():
+    from facealign.data.transforms import occlusion_mask
+    # 4 px: centres u = 0.125, 0.375, 0.625, 0.875; [0.3, 0.7) covers columns 1-2, [0.0, 0.2) row 0
+    m = occlusion_mask(np.array([0.3, 0.0, 0.7, 0.2, 0, 0, 0]), 4)
+    assert m.tolist() == [[False, True, True, False]] + [[False] * 4] * 3
+    x = torch.zeros(1, 3, 4, 4)
+    out = occlude_batch(x, torch.tensor([[0.3, 0.0, 0.7, 0.2, 0.1, 0.5, 0.9]], dtype=torch.float64))
+    assert torch.allclose(out[0, :, 0, 1], torch.tensor([0.1, 0.5, 0.9])) and out[0, :, 1:].abs().sum() == 0
+    assert torch.equal(occlude_batch(x, torch.zeros(1, 7, dtype=torch.float64)), x)  # zeros: no occluder
+
+
+def test_occlusion_same_in_both_paths_and_off_changes_nothing(cache):
+    base = AugmentConfig(rotation_deg=15, scale=0.1, shift=0.05, flip_prob=0.5, brightness=0.2, contrast=0.2)
+    occluded = dataclasses.replace(base, occlusion=1.0, occlusion_size=0.5)
+    idx = np.arange(len(cache))
+    # occlusion is drawn after every earlier draw: geometry, flip and photometry stay as without it
+    p0, p1 = sample_params(idx, 7, 3, base), sample_params(idx, 7, 3, occluded)
+    assert np.array_equal(p0.geometry, p1.geometry) and np.array_equal(p0.brightness, p1.brightness)
+    assert not p0.occlusion.any() and (p1.occlusion[:, 2] > p1.occlusion[:, 0]).all()
+    sides = np.concatenate([p1.occlusion[:, 2] - p1.occlusion[:, 0], p1.occlusion[:, 3] - p1.occlusion[:, 1]])
+    assert sides.min() >= 0.1 and sides.max() <= 0.5
+    ref = CachedFaces(cache, augment=occluded, seed=7)
+    ref.set_epoch(3)
+    x, coords = DeviceFaces(cache, augment=occluded, seed=7).batch(idx, epoch=3)
+    x_plain, coords_plain = DeviceFaces(cache, augment=base, seed=7).batch(idx, epoch=3)
+    assert torch.equal(coords, coords_plain)  # landmarks never move with an occluder
+    for k, i in enumerate(idx):
+        crop, _ = ref.sample(i)
+        mask = torch.from_numpy(occlusion_mask_of(p1.occlusion[k], crop.shape[0]))
+        colour = p1.occlusion[k, 4:7].astype(np.float32)
+        assert mask.any()
+        # inside the rectangle both paths paint exactly the occluder's colour, outside it the plain image
+        assert np.allclose(crop[mask.numpy()], colour, atol=1e-6)
+        assert np.allclose(_unnormalise(x[k].numpy())[mask.numpy()], colour, atol=1e-5)
+        assert torch.equal(x[k][:, ~mask], x_plain[k][:, ~mask])
+
+
+def occlusion_mask_of(occluder, size):
+    from facealign.data.transforms import occlusion_mask
+    return occlusion_mask(occluder, size)

@@ -66,7 +66,7 @@ class TrainConfig:
     val_box: str = _opt("detector", "box protocol of the validation crops (model selection)")
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={
         "help": "augmentation, a JSON object of AugmentConfig fields (rotation_deg, scale, shift, flip_prob, "
-                "brightness, contrast)"})
+                "brightness, contrast, occlusion, occlusion_size)"})
     seed: int = _opt(0, "seed of the validation hold-out, shuffling, augmentation and initialisation")
     workers: int = _opt(1, "DataLoader processes of the `workers` loader (persistent across epochs)")
     loader: str = _opt("tensor", "tensor (batched augmentation on the training device) or workers (numpy per "

@@ -6,7 +6,8 @@ import torch
 from torch.utils.data import Dataset
 
 from facealign.data.cache import CropCache
-from facealign.data.transforms import AugmentConfig, flip_order, normalize_float, photometric, random_geometry
+from facealign.data.transforms import (AugmentConfig, flip_order, normalize_float, occlude, photometric,
+                                       random_geometry, random_occlusion)
 
 
 class CachedFaces(Dataset):
@@ -47,6 +48,7 @@ class CachedFaces(Dataset):
         crop = t.warp(np.asarray(self.cache.images[j]), size).astype(np.float32) / 255.0
         if rng is not None:
             crop = photometric(crop, rng, self.augment)
+            crop = occlude(crop, random_occlusion(rng, self.augment))  # drawn last: earlier draws unchanged
         return crop, coords
 
     def __getitem__(self, i: int | tuple[int, int]) -> dict:

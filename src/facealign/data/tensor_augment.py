@@ -20,32 +20,37 @@ import torch
 import torch.nn.functional as F
 
 from facealign.data.cache import CropCache
-from facealign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, flip_order, random_geometry
+from facealign.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, flip_order, random_geometry,
+                                       random_occlusion)
 
 
 @dataclass(frozen=True)
 class SampleParams:
     """Augmentation parameters of a batch. geometry: (B, 2, 3) float64 maps on normalised crop coords;
-    flip: (B,) bool; brightness: (B,) additive, fraction of full range; contrast: (B,) multiplicative."""
+    flip: (B,) bool; brightness: (B,) additive, fraction of full range; contrast: (B,) multiplicative;
+    occlusion: (B, 7) rectangle (x0, y0, x1, y1) in normalised crop coords and RGB in [0, 1] (zeros: none)."""
 
     geometry: np.ndarray
     flip: np.ndarray
     brightness: np.ndarray
     contrast: np.ndarray
+    occlusion: np.ndarray
 
 
 def sample_params(indices, seed: int, epoch: int, cfg: AugmentConfig) -> SampleParams:
     """The augmentation of each cache index, drawn as `CachedFaces.sample` draws it."""
-    geometry, flip, bright, contrast = [], [], [], []
+    geometry, flip, bright, contrast, occlusion = [], [], [], [], []
     for j in indices:
         rng = np.random.default_rng([seed, epoch, int(j)])
         m, f = random_geometry(rng, cfg)
-        # same draw order as transforms.photometric: brightness, then contrast
+        # same draw order as transforms.photometric: brightness, then contrast; then the occluder
         bright.append(rng.uniform(-cfg.brightness, cfg.brightness))
         contrast.append(1.0 + rng.uniform(-cfg.contrast, cfg.contrast))
+        occlusion.append(random_occlusion(rng, cfg))
         geometry.append(m)
         flip.append(f)
-    return SampleParams(np.stack(geometry), np.array(flip, bool), np.array(bright), np.array(contrast))
+    return SampleParams(np.stack(geometry), np.array(flip, bool), np.array(bright), np.array(contrast),
+                        np.stack(occlusion))
 
 
 def grid_theta(pixel_to_crop: np.ndarray, cache_size: int) -> np.ndarray:
@@ -107,6 +112,8 @@ class DeviceFaces:
         if params is not None:
             x = photometric_batch(x, torch.from_numpy(params.brightness).float().to(self.device),
                                   torch.from_numpy(params.contrast).float().to(self.device))
+            if params.occlusion.any():
+                x = occlude_batch(x, torch.from_numpy(params.occlusion).to(self.device))
         x = (x - self.mean) / self.std
         return x, torch.from_numpy(coords).to(self.device)
 
@@ -116,3 +123,16 @@ def photometric_batch(x: torch.Tensor, brightness: torch.Tensor, contrast: torch
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     c, b = contrast.view(-1, 1, 1, 1), brightness.view(-1, 1, 1, 1)
     return ((x - mean) * c + mean + b).clamp_(0.0, 1.0)
+
+
+def occlude_batch(x: torch.Tensor, occluders: torch.Tensor) -> torch.Tensor:
+    """`transforms.occlude` on a batch: x (B, 3, S, S) in [0, 1]; occluders (B, 7) float64 (zeros: none).
+    Pixel j is covered when its centre u = (j + 0.5) / S lies in [x0, x1), as in `transforms.occlusion_mask`."""
+    s = x.shape[-1]
+    u = (torch.arange(s, device=x.device, dtype=torch.float64) + 0.5) / s
+    o = occluders.view(-1, 7, 1)
+    inside_x = (u >= o[:, 0]) & (u < o[:, 2])  # (B, S)
+    inside_y = (u >= o[:, 1]) & (u < o[:, 3])
+    mask = (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1)  # (B, 1, S, S)
+    colour = occluders[:, 4:7].to(x.dtype).view(-1, 3, 1, 1)
+    return torch.where(mask, colour, x)

@@ -25,6 +25,8 @@ class AugmentConfig:
     flip_prob: float = 0.5
     brightness: float = 0.2  # additive, fraction of full range
     contrast: float = 0.2  # multiplicative around the mean
+    occlusion: float = 0.0  # probability of one solid random-colour rectangle over the crop (0: off)
+    occlusion_size: float = 0.4  # the rectangle's largest side, fraction of the crop side (smallest: 0.1)
 
 
 FLIP_X = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # u -> 1 - u
@@ -58,6 +60,35 @@ def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
     c = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
     mean = image.mean()
     return np.clip((image - mean) * c + mean + b, 0.0, 1.0)
+
+
+NO_OCCLUSION = np.zeros(7)  # an empty rectangle: x0 = x1 = 0
+
+
+def random_occlusion(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """(7,) occluder: rectangle (x0, y0, x1, y1) in normalised crop coords, then its RGB colour in [0, 1];
+    all zeros (empty) when none is drawn. Draws nothing when `cfg.occlusion` is 0, so runs without
+    occlusion see exactly the samples they saw before the option existed."""
+    if cfg.occlusion <= 0 or rng.random() >= cfg.occlusion:
+        return NO_OCCLUSION
+    w, h = rng.uniform(0.1, max(cfg.occlusion_size, 0.1), size=2)
+    cx, cy = rng.uniform(0.0, 1.0, size=2)
+    return np.concatenate([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], rng.uniform(0.0, 1.0, size=3)])
+
+
+def occlusion_mask(occluder: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: output pixels whose centre u = (j + 0.5) / size lies in [x0, x1) x [y0, y1)."""
+    u = (np.arange(size) + 0.5) / size
+    inside_x = (u >= occluder[0]) & (u < occluder[2])
+    inside_y = (u >= occluder[1]) & (u < occluder[3])
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def occlude(image: np.ndarray, occluder: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float32 in [0, 1] with the occluder's rectangle painted in its colour (a copy)."""
+    out = image.copy()
+    out[occlusion_mask(occluder, image.shape[0])] = occluder[4:7]
+    return out
 
 
 def normalize(image_u8: np.ndarray) -> np.ndarray:
