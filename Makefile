@@ -104,5 +104,7 @@ device-levers-prep: device-weights
 	$(VENV)/bin/facealign data pack $(DATA) --split common --max-size 224 --context 0.4 -o .device/levers-common.fapack
 	$(call CARRY_CHECK,$(LEVERS_CARRY))
 
+# results/ holds tracked records (results/runs, study, benchmarks): clean removes only its ignored outputs
 clean:
-	rm -rf runs results .pytest_cache
+	rm -rf runs .pytest_cache
+	git clean -fdXq -- results

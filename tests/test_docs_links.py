@@ -1,4 +1,4 @@
-"""Every relative link and image in README.md and docs/**/*.md points at a file a clean clone has."""
+"""Every relative link and image in README.md, docs/**/*.md and results/**/*.md points at a file a clean clone has."""
 import re
 import subprocess
 from pathlib import Path
@@ -31,18 +31,40 @@ def _tracked() -> set[str] | None:
     return set(proc.stdout.split()) if proc.returncode == 0 and proc.stdout else None
 
 
-def test_every_documented_path_is_in_the_repository():
-    tracked = _tracked()
-    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+def pages() -> list[Path]:
+    """The Markdown a reader follows: README.md, docs/ and the run records' pages under results/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "results").rglob("*.md"))]
+
+
+def broken_links(mds: list[Path], root: Path, tracked: set[str] | None) -> list[str]:
+    """`page -> target` for each relative link whose target is missing, or untracked when `tracked` is known."""
     missing = []
-    for md in docs:
+    for md in mds:
         for target in relative_targets(md.read_text(encoding="utf-8")):
             path = (md.parent / target).resolve()
-            rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
+            rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
             exists = path.exists() and (tracked is None or rel is None or path.is_dir() or rel in tracked)
             if not exists:
-                missing.append(f"{md.relative_to(ROOT)} -> {target}")
+                missing.append(f"{md.relative_to(root)} -> {target}")
+    return missing
+
+
+def test_every_documented_path_is_in_the_repository():
+    mds = pages()
+    assert ROOT / "docs" / "guide.md" in mds and any(p.is_relative_to(ROOT / "results") for p in mds)
+    missing = broken_links(mds, ROOT, _tracked())
     assert not missing, "links to files a clean clone lacks (missing or untracked/ignored):\n" + "\n".join(missing)
+
+
+def test_the_checker_finds_a_broken_or_untracked_link(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "there.md").write_text("x")
+    (tmp_path / "docs" / "untracked.md").write_text("x")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text("[ok](there.md) [gone](../results/gone.json) [u](untracked.md#top) [web](https://x.org/a.md)")
+    assert broken_links([page], tmp_path, None) == ["docs/page.md -> ../results/gone.json"]
+    assert broken_links([page], tmp_path, {"docs/there.md", "docs/page.md"}) == \
+        ["docs/page.md -> ../results/gone.json", "docs/page.md -> untracked.md"]
 
 
 def test_readme_crop_settings_match_the_shipped_cards():

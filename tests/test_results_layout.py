@@ -1,0 +1,45 @@
+"""Run records live in results/, pages in docs/: docs/ tracks no run output except the status table's inputs,
+the copies of the study's files it reads are identical to them, and results/ tracks no model file or large file."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# `facealign report status` reads these by default (facealign.status DEFAULT_BENCH / DEFAULT_RESULTS, and the
+# grid.json beside the results); the study's own copies are in results/study/.
+STATUS_INPUTS = {"docs/benchmarks.json": None,
+                 "docs/results/results.json": "results/study/results.json",
+                 "docs/results/runs/grid.json": "results/study/runs/grid.json"}
+PAGE_IMAGES = {"docs/serve-screenshot.png"}
+MODEL_SUFFIXES = {".pt", ".pth", ".safetensors", ".onnx", ".ckpt", ".dat"}
+MAX_BYTES = 1_000_000
+
+
+def tracked(folder: str) -> list[str]:
+    try:
+        proc = subprocess.run(["git", "ls-files", "--", folder], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("git not available")
+    if proc.returncode != 0:
+        pytest.skip("not a git checkout")
+    return proc.stdout.split()
+
+
+def test_docs_holds_pages_not_run_records():
+    stray = [f for f in tracked("docs") if not f.endswith(".md") and f not in STATUS_INPUTS and f not in PAGE_IMAGES]
+    assert stray == [], "run records belong under results/ (see results/README.md)"
+
+
+@pytest.mark.parametrize("copy,original", [(c, o) for c, o in STATUS_INPUTS.items() if o])
+def test_status_inputs_equal_the_study_files(copy, original):
+    assert (ROOT / copy).read_bytes() == (ROOT / original).read_bytes(), \
+        f"{copy} differs from {original}: copy it over (the status table reads {copy})"
+
+
+def test_results_tracks_no_model_and_no_large_file():
+    files = tracked("results")
+    assert files, "results/ records are tracked"
+    models = [f for f in files if Path(f).suffix in MODEL_SUFFIXES]
+    large = [f for f in files if (ROOT / f).stat().st_size > MAX_BYTES]
+    assert models == [] and large == []
