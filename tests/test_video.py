@@ -266,15 +266,15 @@ def test_video_json_carries_versions_and_cuts_and_validates(model_path, tmp_path
 
 
 def test_the_landmark_smoother_example_in_the_docs_runs_on_the_cut_clip(model_path, tmp_path):
-    """docs/predict.md's LandmarkSmoother example, run as written on issue 24's clip: two tracks, one per shot."""
+    """docs/video.md's LandmarkSmoother example, run as written on issue 24's clip: two tracks, one per shot."""
     from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "video.md").read_text()
     code = text.split("<!-- example: LandmarkSmoother")[1].split("```python\n")[1].split("```")[0]
     clip = tmp_path / "cut.avi"
     write_cut_clip(clip, 14, cut=7)
     code = code.replace("FaceAligner()", f"FaceAligner({str(model_path)!r})").replace('"talk.mp4"', repr(str(clip)))
     namespace: dict = {}
-    exec(compile(code, "docs/predict.md", "exec"), namespace)
+    exec(compile(code, "docs/video.md", "exec"), namespace)
     assert sorted((k, len(v)) for k, v in namespace["tracks"].items()) == [(0, 7), (1, 7)]
     assert all(p.shape == (68, 2) for v in namespace["tracks"].values() for p in v)
 
