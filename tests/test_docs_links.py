@@ -68,13 +68,13 @@ def test_the_checker_finds_a_broken_or_untracked_link(tmp_path):
 
 
 def test_readme_crop_settings_match_the_shipped_cards():
-    """The model-card table (docs/findings.md) and the crop section (docs/guide.md) state the shipped models'
+    """The model-card table (docs/findings.md) and the crop section (docs/boxes.md) state the shipped models'
     input size and context."""
     import json
     import re
 
     from facealign.models.registry import packaged_path
-    findings, guide = (ROOT / "docs/findings.md").read_text(), (ROOT / "docs/guide.md").read_text()
+    findings, guide = (ROOT / "docs/findings.md").read_text(), (ROOT / "docs/boxes.md").read_text()
     default = json.loads(packaged_path("default").with_suffix(".json").read_text())
     small = json.loads(packaged_path("default160").with_suffix(".json").read_text())
     row = next(line for line in findings.splitlines() if line.startswith("| input |"))
