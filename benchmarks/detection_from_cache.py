@@ -16,8 +16,8 @@ from facealign.data.boxes import BoxCache, DetectorConfig
 from facealign.data.detectors import get_detector
 from facealign.data.layouts import index_dataset
 from facealign.detection_eval import photos_of
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_json
 
 
 def main() -> None:

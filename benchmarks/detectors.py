@@ -29,8 +29,8 @@ from facealign.data.boxes import BoxCache, DetectorConfig
 from facealign.data.detectors import BOX_MAPS_FILE, BoxMap, box_maps, raw_detector
 from facealign.data.layouts import index_dataset
 from facealign.detection_eval import box_map_report, photos_of, run_detector, timing, tradeoff
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_json
 
 CONFIGS = [("dlib", 0), ("dlib", 1), ("mtcnn", 0), ("mtcnn", 1), ("dlib-cnn", 0)]
 THRESHOLDS = {"dlib": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0],

@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     import torch
     from facealign.evaluate import TorchPredictor
-    from facealign.io import atomic_write_json
+    from facealign.atomic import atomic_write_json
     from facealign.packaging import package_run
     a.out.mkdir(parents=True, exist_ok=True)
     fh = open(a.out / "grid.log", "a")

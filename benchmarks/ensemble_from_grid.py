@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.data.pack import read_pack
-from facealign.io import atomic_write_json
+from facealign.atomic import atomic_write_json
 from facealign.metrics import evaluate_landmarks
 
 # Member sets: the seeds alone (same recipe), then with the other 60-epoch levers added.

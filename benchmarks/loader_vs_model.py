@@ -52,7 +52,7 @@ from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset
 from facealign.data.transforms import AugmentConfig
 from facealign.hardware import cpu_model
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 
 TARGET_RATIO = 3.0
 

@@ -73,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from facealign.data.boxes import BoxCache, best_detection, boxes_for
     from facealign.data.layouts import index_dataset, split_train_val
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     from facealign.metrics import evaluate_landmarks
     from facealign.inference import LandmarkRunner
     warnings.simplefilter("ignore")

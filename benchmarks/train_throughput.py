@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     text = "\n".join(header) + "\n\n" + "\n".join(rows) + "\n"
     print(text)
     if args.output:
-        from facealign.io import atomic_write_text
+        from facealign.atomic import atomic_write_text
         atomic_write_text(args.output, text)
         atomic_write_text(args.output.with_suffix(".json"), json.dumps({"header": header, "results": results}, indent=1))
     return 0

@@ -75,7 +75,7 @@ def pan(photo: np.ndarray, n: int, step: float, noise: float, rng) -> list[np.nd
 
 
 def photos_300w(data: Path, k: int, rng) -> list[np.ndarray]:
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     return [load_rgb(files[i]) for i in rng.choice(len(files), size=k, replace=False)]
 

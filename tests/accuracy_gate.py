@@ -61,7 +61,7 @@ def measure(model: str, backend: str, records, boxes: np.ndarray, images: list |
     """(N,) inter-ocular NME of one packaged model on one backend; `images` are the records' decoded photos
     (decoded here when None). onnxruntime gets 1 thread; torch keeps the process's setting, which
     `torch.set_num_threads` would change for every later test in the session."""
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     from facealign.inference import load_runner
     from facealign.metrics import per_image_nme
     runner = load_runner(model, backend, threads=None if backend == "torch" else 1)
@@ -86,7 +86,7 @@ def write_reference(data: Path) -> dict:
     import torch
 
     from facealign.hardware import cpu_summary
-    from facealign.io import atomic_write_json
+    from facealign.atomic import atomic_write_json
     records = subset_records(data)
     boxes, missed = detect_boxes(records)
     models = {}

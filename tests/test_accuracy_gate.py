@@ -27,7 +27,7 @@ CASES = [(m, b) for m, backends in GRAPHS.items() for b in backends]
 def subset():
     """(records, frozen boxes (N, 4), decoded images): the gate's faces, each photo decoded once."""
     from conftest import SHARED_300W
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     if not (SHARED_300W / "helen" / "testset").is_dir():
         pytest.skip(f"shared 300W data not found at {SHARED_300W}")
     records = subset_records(SHARED_300W)

@@ -71,7 +71,7 @@ def test_dlib_models_present_and_detector_runs():
 
 
 def test_dlib_finds_real_faces(shared_300w):
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     rec = index_dataset(shared_300w).split("common")[0]
     dets = dlib_hog_detect(load_rgb(rec.image), 1)
     box = best_detection(dets, rec.landmarks)

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facealign"
 # Module (or package prefix) -> layer. The longest matching prefix wins.
 LAYERS = {
     "facealign": 4,  # the public facade: lazily re-exports FaceAligner from the inference layer
-    "facealign.version": 0, "facealign._lazy": 0, "facealign.io": 0, "facealign.imageio": 0, "facealign.hardware": 0, "facealign.fpstate": 0,
+    "facealign.version": 0, "facealign._lazy": 0, "facealign.atomic": 0, "facealign.data.images": 0, "facealign.hardware": 0, "facealign.fpstate": 0,
     "facealign.data": 0,
     "facealign.models": 1, "facealign.checkpoint": 1, "facealign.losses": 1, "facealign.metrics": 1,
     "facealign.baselines": 1, "facealign.baselines.dlib_ert": 3, "facealign.baselines.trained": 3,

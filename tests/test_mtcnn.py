@@ -137,7 +137,7 @@ def test_missing_weights_package(monkeypatch):
 
 def test_afw_recall(det, shared_300w):
     from facealign.data.pts import read_pts
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     images = sorted((shared_300w / "afw").glob("*.jpg"))[:20]
     hits = 0
     for path in images:

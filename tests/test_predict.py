@@ -22,7 +22,7 @@ import facealign
 from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner, as_rgb
 from facealign.outputs import OutputNames
-from facealign.io import safe_stem
+from facealign.atomic import safe_stem
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -168,7 +168,7 @@ def test_exif_orientation_rotates_landmarks(pointwise, astro, tmp_path, orientat
     with Image.open(path) as im:  # PIL leaves EXIF orientation alone: these are the stored pixels
         stored = np.asarray(im.convert("RGB"))
     assert stored.shape == upright.shape
-    assert facealign.imageio.load_rgb(path).shape == np.rot90(upright, k).shape  # displayed: rotated
+    assert facealign.data.images.load_rgb(path).shape == np.rot90(upright, k).shape  # displayed: rotated
     corners = _rot90_points(box.reshape(2, 2), k, upright.shape[:2])
     rotated_box = np.concatenate([corners.min(0), corners.max(0)])
     from_file = pointwise.predict(path, boxes=rotated_box)[0].landmarks

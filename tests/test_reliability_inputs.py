@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from facealign.cli import main
-from facealign.imageio import ImageLoadError, load_rgb
+from facealign.data.images import ImageLoadError, load_rgb
 from helpers import write_clip
 
 skimage_data = pytest.importorskip("skimage.data")

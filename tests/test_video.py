@@ -282,7 +282,7 @@ def test_the_landmark_smoother_example_in_the_docs_runs_on_the_cut_clip(model_pa
 def test_cuts_between_real_photos_are_found_and_pans_within_them_are_not(shared_300w):
     """Two 300W helen photos as two shots, each panned 6 px/frame over 6 frames (with sensor noise):
     only the frame where the photo changes is a cut."""
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     photos = sorted((shared_300w / "helen" / "testset").glob("*.jpg"))[:2]
     rng = np.random.default_rng(7)
     frames = []

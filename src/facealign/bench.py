@@ -300,7 +300,7 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
 
     `threads`: intra-op threads for torch and onnxruntime (None = all available cores). The default 1
     matches dlib, which is single-threaded, and is robust on a shared machine."""
-    from facealign.io import atomic_write_json, atomic_write_text
+    from facealign.atomic import atomic_write_json, atomic_write_text
     if isinstance(models, (str, os.PathLike)):
         models = [models]
     models = [str(m) for m in models]

@@ -81,7 +81,7 @@ def _load_method(spec: dict):
 def latency_faces(records, boxes: np.ndarray, n: int = LATENCY_FACES) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to n (region, box) pairs: each face cut from its photo with one box size of margin on every
     side (clipped), the box shifted into the region. Cycled to exactly n faces."""
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     faces, loaded = [], {}
     for r, box in list(zip(records, boxes))[:n]:
         if r.image not in loaded:
@@ -135,7 +135,7 @@ def measure_method(spec: dict) -> dict:
                latency_faces=len({id(f[0]) for f in faces}), batch1_calls=len(single), batch32_calls=len(batched))
 
     from facealign.data.detectors import get_detector
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     detect = get_detector("dlib")
     images = unique_images(records, spec.get("max_images"))
     n_faces = 0
@@ -201,7 +201,7 @@ _DLIB = """import json, sys
 import numpy as np
 from facealign.baselines.dlib_predictor import DlibPredictor
 from facealign.data.boxes import get_detector
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 image = load_rgb({image!r})
 dets = np.array([d[0] for d in get_detector("dlib")(image, 1)], np.float32).reshape(-1, 4)
 DlibPredictor().predict(image, dets)

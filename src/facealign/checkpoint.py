@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from facealign.io import atomic_path
+from facealign.atomic import atomic_path
 
 INTEGRITY_KEY = "integrity"
 

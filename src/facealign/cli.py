@@ -9,7 +9,7 @@ from pathlib import Path
 from facealign.data.boxes import FAIR_MISS
 from facealign.data.errors import DataError
 from facealign.data.pts import PtsError
-from facealign.imageio import ImageLoadError
+from facealign.data.images import ImageLoadError
 from facealign.commands.train import add_train_flags as _add_train_flags, overrides as _overrides, \
     set_pairs as _set_pairs
 

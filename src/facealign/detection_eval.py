@@ -19,8 +19,8 @@ import numpy as np
 
 from facealign.data.boxes import landmark_box
 from facealign.data.detectors import fit_box_map, raw_detector
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_json
 
 MIN_SIZE_RATIO, MAX_SIZE_RATIO = 0.4, 2.5
 

@@ -21,8 +21,8 @@ from facealign.data.boxes import (FAIR_MISS, MISS_LABELS, BoxCache, DetectorConf
 from facealign.data.counts import DETECTOR_MISS, face_counts, split_skipped
 from facealign.data.layouts import index_dataset
 from facealign.data.schemes import get_scheme
-from facealign.imageio import load_rgb
-from facealign.io import atomic_path, atomic_write_json
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_path, atomic_write_json
 from facealign.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
 from facealign.report import plot_ced, write_per_image_csv
 

@@ -18,7 +18,7 @@ import numpy as np
 from facealign.data.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
 from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
-from facealign.io import atomic_write_bytes, atomic_write_json
+from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.study_report import GRID_FILE, eval_path, write_report
 from facealign.train_config import make_config
 from facealign.train import train

@@ -60,7 +60,7 @@ def face_crops(n: int, size: int, context: float = 0.1, data: str | os.PathLike 
     if data is not None and Path(data).is_dir():
         from facealign.data.boxes import landmark_box
         from facealign.data.layouts import index_dataset
-        from facealign.imageio import load_rgb
+        from facealign.data.images import load_rgb
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -168,7 +168,7 @@ def calibration_crops(data, card: dict, n: int = 256, split: str = "train", seed
     as at inference (the card's box protocol; a detector miss gets its ground-truth box)."""
     from facealign.data.boxes import BoxCache, face_boxes
     from facealign.data.layouts import index_dataset
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         records = index_dataset(data, num_points=(card.get("scheme") or {}).get("num_points", 68)).split(split)
@@ -199,7 +199,7 @@ def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_s
     from facealign.inference.backends import read_card_file
     from facealign.inference.onnx_build import cached_onnx
     from facealign.inference.quantize import quantize_int8
-    from facealign.io import atomic_write_json
+    from facealign.atomic import atomic_write_json
     from facealign.models.registry import model_file
     path = model_file(model)
     fp32 = path if path.suffix == ".onnx" else cached_onnx(path, read_card_file(path), fixed=False)

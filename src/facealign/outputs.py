@@ -1,6 +1,6 @@
 """Output writers shared by `facealign predict`, video and the service: JSON, .pts, CSV and drawings.
 
-Every file is written atomically (`facealign.io`).
+Every file is written atomically (`facealign.atomic`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from facealign.inference.aligner import Face, FaceAligner, _f32
-from facealign.io import atomic_write_bytes, atomic_write_text, safe_stem
+from facealign.atomic import atomic_write_bytes, atomic_write_text, safe_stem
 
 
 class OutputNames:

@@ -10,7 +10,7 @@ from pathlib import Path
 from facealign.data.boxes import MISS_LABELS
 from facealign.evaluate import evaluate
 from facealign.inference.backends import LandmarkRunner
-from facealign.io import atomic_write_json
+from facealign.atomic import atomic_write_json
 from facealign.models.packaged import load_model, save_packaged
 from facealign.models.registry import PACKAGED_MODELS, packaged_path
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from facealign.data.pts import write_pts
-from facealign.imageio import ImageLoadError, load_rgb
+from facealign.data.images import ImageLoadError, load_rgb
 from facealign.inference.aligner import FaceAligner
-from facealign.io import atomic_write_text
+from facealign.atomic import atomic_write_text
 from facealign.outputs import OutputNames, annotate, csv_header, csv_row, image_json, save_image, write_json
 from facealign.rotations import detect_turned, turn_faces
 from facealign.tracking import DEFAULT_BETA

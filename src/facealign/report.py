@@ -1,6 +1,6 @@
 """Evaluation outputs: CED plots (PNG) and result tables (Markdown, CSV, JSON).
 
-Every file is written atomically through facealign.io, so an interrupted run
+Every file is written atomically through facealign.atomic, so an interrupted run
 never leaves a half-written report behind.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from facealign.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from facealign.metrics import DEFAULT_THRESHOLD, auc, ced_curve
 
 def pyplot():

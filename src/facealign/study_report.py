@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.io import atomic_write_bytes, atomic_write_text
+from facealign.atomic import atomic_write_bytes, atomic_write_text
 from facealign.metrics import DEFAULT_THRESHOLD, auc
 from facealign.report import plot_ced, pyplot, write_table
 from facealign.study_checks import CHECKS, auc_threshold_for, render_readme

@@ -33,10 +33,10 @@ from facealign.data.errors import DataError
 from facealign.data.tensor_augment import DeviceFaces
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.schemes import get_scheme
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 from facealign.fpstate import flush_denormals
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
-from facealign.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from facealign.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from facealign.losses import build_loss, compute_loss
 from facealign.metrics import per_image_nme
 from facealign.models import HEADS, build_model

@@ -34,7 +34,7 @@ from facealign.data.errors import DataError
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.scheme import flip_landmarks
 from facealign.baselines.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
-from facealign.io import atomic_path, atomic_write_json
+from facealign.atomic import atomic_path, atomic_write_json
 
 # The fields of DlibErtConfig that are dlib.shape_predictor_training_options attributes, copied one to one.
 DLIB_OPTIONS = ("cascade_depth", "num_trees_per_cascade_level", "tree_depth", "oversampling_amount",
@@ -172,7 +172,7 @@ def _boxes(records, protocol: str, cfg: DlibErtConfig, cache: BoxCache):
 def build_pool(cfg: DlibErtConfig):
     """(training samples, validation records, their boxes (n, 4), counts) for `cfg`."""
     from facealign.data.pack import is_pack
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     if cfg.data is None:
         raise DataError(f"{NAME}: no data root given (--data ROOT)")
     if is_pack(cfg.data):

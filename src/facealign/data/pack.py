@@ -330,7 +330,7 @@ def _face_boxes(records, box: str, root: Path, cache_dir, progress: bool):
 
     from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, get_box_protocol, landmark_box
     from facealign.data.detectors import get_detector
-    from facealign.imageio import ImageLoadError, load_rgb
+    from facealign.data.images import ImageLoadError, load_rgb
     cache = BoxCache(root, cache_dir, DetectorConfig())
     detector = get_detector(cache.detector.name)
     fn = get_box_protocol(box)
@@ -373,8 +373,8 @@ def write_pack(root, output, splits=("train",), box: str = "detector", size: int
 
     from facealign.version import __version__
     from facealign.data.layouts import index_dataset
-    from facealign.imageio import ImageLoadError
-    from facealign.io import atomic_path
+    from facealign.data.images import ImageLoadError
+    from facealign.atomic import atomic_path
     t_start = time.time()
     _check_options(box, size, context, margin, quality)
     root, output = Path(root), Path(output)

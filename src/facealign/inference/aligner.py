@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from facealign.data.detectors import DETECTORS, default_min_score, get_detector
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 from facealign.inference.backends import BACKENDS, default_backend, load_runner
 
 CHUNK = 32  # face crops per network call

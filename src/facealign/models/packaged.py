@@ -13,7 +13,7 @@ import torch
 
 from facealign.checkpoint import CheckpointError, load_checkpoint
 from facealign.data.schemes import SchemeError, get_scheme
-from facealign.io import atomic_write_bytes, atomic_write_json
+from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
 from facealign.models.registry import model_file
 
