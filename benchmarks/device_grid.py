@@ -1,6 +1,6 @@
 """The study's grid on a lent GPU in one call: train from packs under a deadline, evaluate, return <= 8 files.
 
-Trains every experiment of the named grids (`facealign.experiments.GRIDS`) at `--preset` (default `seed`:
+Trains every experiment of the named grids (`facealign.study.experiments.GRIDS`) at `--preset` (default `seed`:
 224 px, batch 64, 40 epochs) as separate `facealign train` processes, `--parallel` at a time, from a train
 pack. At the training deadline the running ones are stopped (SIGTERM between atomic checkpoint writes:
 `--resume` continues them) and the ones not started are recorded as such. Each run's best checkpoint is then
@@ -96,7 +96,7 @@ def log(msg: str, fh=None) -> None:
 
 def experiments(grids: list[str], extra: list[str], only: str | None):
     """The grids' experiments plus `--extra BACKBONE:INIT` (its 6 head/loss runs), filtered by `only`."""
-    from facealign.experiments import HEAD_LOSSES, Experiment, select
+    from facealign.study.experiments import HEAD_LOSSES, Experiment, select
     runs = select(only, False, tuple(grids))
     for spec in extra:
         backbone, _, init = spec.partition(":")

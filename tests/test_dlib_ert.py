@@ -190,7 +190,7 @@ def test_existing_run_is_refused(tiny, capsys):
 
 
 def test_report_row(tiny, tmp_path):
-    from facealign.experiments import add_run
+    from facealign.study.experiments import add_run
     data, cache, run = tiny
     rows = add_run(run, tmp_path / "grid", str(data), cache_dir=str(cache), protocol="gt", progress=False)
     assert [r["experiment"] for r in rows] == ["dlib-ert"]

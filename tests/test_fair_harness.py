@@ -268,8 +268,8 @@ def test_evaluate_cli_and_experiments_name_the_miss_handling(fair_data, tmp_path
            "of the metric)" in capsys.readouterr().out
     assert (tmp_path / "e" / "dlib_common_detector_skip.csv").is_file()
     # the grid's evaluation step: each handling is stored in the run folder and named in the report's columns
-    from facealign.experiments import evaluate_into
-    from facealign.study_report import write_report
+    from facealign.study.experiments import evaluate_into
+    from facealign.study.report import write_report
     runs = tmp_path / "grid" / "runs"
     dlib_like = KnownErrorPredictor(faces, DLIB_LIKE, name="dlib")
     evaluate_into(runs / "dlib", dlib_like, str(root), ["common"], "detector", ("gt-box", "whole-image", "skip"),

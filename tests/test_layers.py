@@ -17,8 +17,8 @@ LAYERS = {
     "facealign.baselines": 1, "facealign.baselines.dlib_ert": 3, "facealign.baselines.trained": 3,
     "facealign.inference": 2,
     "facealign.train": 3, "facealign.train_config": 3, "facealign.evaluate": 3, "facealign.export": 3, "facealign.packaging": 3,
-    "facealign.report": 3, "facealign.status": 3, "facealign.detection_eval": 3, "facealign.study_report": 3, "facealign.study_checks": 3, "facealign.outputs": 3,
-    "facealign.predict": 4, "facealign.video": 4, "facealign.bench": 4, "facealign.experiments": 4,
+    "facealign.report": 3, "facealign.status": 3, "facealign.detection_eval": 3, "facealign.study.report": 3, "facealign.study.checks": 3, "facealign.outputs": 3,
+    "facealign.predict": 4, "facealign.video": 4, "facealign.bench": 4, "facealign.study.experiments": 4,
     "facealign.demo": 4, "facealign.cli": 4, "facealign.commands": 4, "facealign.serve": 4, "facealign.__main__": 4,
 }
 MAX_LINES = 470  # "roughly 100-400 lines each"

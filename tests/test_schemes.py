@@ -178,7 +178,7 @@ def test_dlib_comparisons_stay_68_point():
 
 
 def test_the_experiment_grid_refuses_dlib_on_another_scheme(tmp_path):
-    from facealign.experiments import run_grid
+    from facealign.study.experiments import run_grid
     with pytest.raises(ValueError, match=r"dlib comparison is 68-point only \(ibug68\), not scheme=wflw98; pass "
                                          "--no-dlib"):
         run_grid(str(tmp_path), tmp_path / "out", scheme="wflw98")

@@ -121,7 +121,7 @@ def cmd_evaluate(args) -> int:
 def cmd_experiments(args) -> int:
     import shlex
 
-    from facealign.experiments import import_grid, run_grid
+    from facealign.study.experiments import import_grid, run_grid
     if args.import_file is not None:
         rows = import_grid(args.import_file, args.output, args.report)
         print(f"{len(rows)} rows -> {(args.report or args.output) / 'results.md'}")
@@ -129,7 +129,7 @@ def cmd_experiments(args) -> int:
     if args.data is None and not args.report_only:
         raise ValueError("--data is required unless --report-only")
     if args.add_run is not None:
-        from facealign.experiments import add_run
+        from facealign.study.experiments import add_run
         if args.data is None:
             raise ValueError("--add-run needs --data (the run is evaluated on it)")
         rows = add_run(args.add_run, args.output, str(args.data), args.report, args.cache_dir, tuple(args.split),

@@ -1,6 +1,6 @@
 """The study's conclusions as checks on our numbers, and the results README that states them.
 
-Each check takes the finished records (`facealign.study_report.RunRecord`) and the detector-miss
+Each check takes the finished records (`facealign.study.report.RunRecord`) and the detector-miss
 handlings (headline first) and returns (verdict, Markdown text with the numbers). The verdict uses the
 headline protocol; the study's own protocol is quoted beside it.
 """
@@ -218,7 +218,7 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
                                                        "train_box", "val_box", "val_fraction") if k in cfg)
     differs = {k: (cfg.get(k), v) for k, v in STUDY_SETTINGS.items() if cfg and cfg.get(k) != v}
     out = ["# The study's grid, rerun: results and conclusions", "",
-           "Generated from the run folders by `facealign experiments` (`facealign.study_report`); do not edit.",
+           "Generated from the run folders by `facealign experiments` (`facealign.study.report`); do not edit.",
            "Rebuild every file here, byte for byte, from the copies in `runs/` (FOLDER: this report's folder, "
            "e.g. docs/results or docs/results/seed):", "",
            "    facealign experiments --report-only -o FOLDER", ""]

@@ -22,7 +22,7 @@ import numpy as np
 from facealign.atomic import atomic_write_bytes, atomic_write_text
 from facealign.metrics import DEFAULT_THRESHOLD, auc
 from facealign.report import plot_ced, pyplot, write_table
-from facealign.study_checks import CHECKS, auc_threshold_for, render_readme
+from facealign.study.checks import CHECKS, auc_threshold_for, render_readme
 
 RECORD_FILES = ("config.json", "final.json")
 # The table's initialisation column: TrainConfig.init -> its kind (issue 22: random / ImageNet / face-pretrained).

@@ -2,7 +2,7 @@
 
 A run folder (`OUT/runs/{backbone}-{head}-{loss}/`) holds what training writes (config.json, final.json,
 checkpoints) plus `eval/`: one JSON per (split, box protocol, detector-miss handling) with the summary and
-the per-face errors, and `speed.json` (CPU ms per face). `facealign.study_report` builds every file of the
+the per-face errors, and `speed.json` (CPU ms per face). `facealign.study.report` builds every file of the
 report from those small files alone, so `--report-only` needs no model and no data.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from facealign.data.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_polic
 from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
 from facealign.atomic import atomic_write_bytes, atomic_write_json
-from facealign.study_report import GRID_FILE, eval_path, write_report
+from facealign.study.report import GRID_FILE, eval_path, write_report
 from facealign.train_config import make_config
 from facealign.train import train
 
