@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from facealign.data.boxes import BoxCache, boxes_for
+from facealign.detection.boxes import BoxCache, boxes_for
 from facealign.data.cache import CacheSpec, build_crop_cache, cache_key
 from facealign.data.crop import crop_face
 from facealign.data.dataset import CachedFaces

@@ -22,7 +22,7 @@ from PIL import Image
 
 
 def quality(args) -> None:
-    from facealign.data.boxes import landmark_box
+    from facealign.detection.boxes import landmark_box
     from facealign.data.cache import CacheSpec, zoom_out
     from facealign.data.crop import CropTransform
     from facealign.data.layouts import index_dataset

@@ -42,7 +42,7 @@ def subset_records(data: Path) -> list:
 
 def detect_boxes(records) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) float32 dlib HOG boxes (misses -> gt landmark box) and (N,) bool detector misses."""
-    from facealign.data.boxes import face_boxes
+    from facealign.detection.boxes import face_boxes
     fb = face_boxes(records, "detector", "gt-box", cache=None, detect=True)
     return fb.boxes, fb.missed
 

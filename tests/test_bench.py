@@ -133,8 +133,8 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     batch 32: one 32-crop network call of 32 ms -> 1.00 ms/face;
     end to end: 3 photos, each 10 ms of detection + 4 ms for its one face -> 3 / 0.042 s = 71.43 img/s."""
     import facealign.bench_child as child
-    import facealign.data.boxes as boxes_mod
-    import facealign.data.detectors as detectors_mod
+    import facealign.detection.boxes as boxes_mod
+    import facealign.detection.detectors as detectors_mod
     root = make_300w_fixture(tmp_path / "300W", {"helen/testset": 3}, size=96)
     clock = FakeClock()
     monkeypatch.setattr(child, "time", clock)

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facealign.data.boxes import landmark_box
+from facealign.detection.boxes import landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.crop import CropTransform, crop_face
 from facealign.data.dataset import CachedFaces

@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-import facealign.data.boxes as boxes_mod
-from facealign.data.boxes import BoxCache, detect_missing
+import facealign.detection.boxes as boxes_mod
+from facealign.detection.boxes import BoxCache, detect_missing
 from facealign.data.synthetic import make_300w_fixture
 
 

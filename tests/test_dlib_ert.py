@@ -121,7 +121,7 @@ def test_dlib_objects_use_the_wrappers_rectangle():
 
 
 def test_pool_doubles_with_mirrors_and_drops_undetected(tmp_path):
-    from facealign.data.boxes import BoxCache, landmark_box
+    from facealign.detection.boxes import BoxCache, landmark_box
     from facealign.data.layouts import index_dataset
     data = make_300w_fixture(tmp_path / "300W", {"afw": 5, "helen/trainset": 5}, size=64)
     cache = BoxCache(data, tmp_path / "cache")

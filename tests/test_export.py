@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from facealign.cli import main  # noqa: E402
-from facealign.data.boxes import landmark_box  # noqa: E402
+from facealign.detection.boxes import landmark_box  # noqa: E402
 from facealign.data.synthetic import random_face  # noqa: E402
 from facealign.export import check_export, compare_backends, face_crops, random_crops, read_card  # noqa: E402
 from facealign.inference.backends import LandmarkRunner  # noqa: E402

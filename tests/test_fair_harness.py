@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facealign.data.boxes import (MISS_POLICIES, BoxCache, face_boxes, get_miss_policy, landmark_box,
+from facealign.detection.boxes import (MISS_POLICIES, BoxCache, face_boxes, get_miss_policy, landmark_box,
                                   whole_image_box)
 from facealign.data.layouts import index_dataset
 from facealign.data.pts import write_pts

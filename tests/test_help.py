@@ -42,7 +42,7 @@ def test_train_flags_list_the_registered_names():
 
 
 def test_detector_backend_and_model_flags_list_the_registered_names():
-    from facealign.data.detectors import DETECTORS
+    from facealign.detection.detectors import DETECTORS
     from facealign.inference.backends import BACKENDS
     from facealign.models.registry import PACKAGED_MODELS
     for command in ("facealign boxes", "facealign evaluate", "facealign predict"):

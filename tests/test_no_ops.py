@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.data.boxes import NOTICES_FILE, BoxCache
+from facealign.detection.boxes import NOTICES_FILE, BoxCache
 from facealign.data.images import ImageLoadError, load_rgb
 
 

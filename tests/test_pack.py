@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.data import detectors as detectors_mod
-from facealign.data.boxes import boxes_for, landmark_box
+from facealign.detection import detectors as detectors_mod
+from facealign.detection.boxes import boxes_for, landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.layouts import index_dataset
 from facealign.data.pack import (FORMAT, FORMAT_VERSION, PackError, cache_from_pack, is_pack, pack_caches,

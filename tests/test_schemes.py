@@ -196,7 +196,7 @@ def test_data_show_draws_a_98_point_set(tmp_path):
 def test_training_flips_relabel_with_the_scheme_pairs(tmp_path):
     """A flip-only augmentation of a 98-point face, on both training paths, is the plain sample mirrored
     (u -> 1 - u) and relabelled with WFLW's pairs."""
-    from facealign.data.boxes import boxes_for
+    from facealign.detection.boxes import boxes_for
     from facealign.data.cache import CacheSpec, build_crop_cache
     from facealign.data.dataset import CachedFaces
     from facealign.data.tensor_augment import DeviceFaces

@@ -14,7 +14,7 @@ MTCNN_BOX = np.array([14.0, 6.0, 90.0, 94.0], np.float32)  # another position an
 @pytest.fixture
 def two_detectors(monkeypatch):
     """dlib finds every synthetic face at DLIB_BOX; mtcnn finds each at MTCNN_BOX except the first photo it sees."""
-    import facealign.data.detectors as det
+    import facealign.detection.detectors as det
     import facealign.train as t
     seen = []
 

@@ -10,7 +10,7 @@ import pytest
 
 from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner
-from facealign.data.boxes import iou
+from facealign.detection.boxes import iou
 from helpers import PointwiseBackend, write_clip, write_cut_clip
 from facealign.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
                                 thumbnail_correlation)

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.bench_child import BENCH_MISSES, measure_startup, records_and_boxes, run_child, unique_images
-from facealign.data.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
+from facealign.detection.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
 from facealign.inference.backends import BACKENDS
 from facealign.models.registry import PACKAGED_MODELS

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import FAIR_MISS
+from facealign.detection.boxes import FAIR_MISS
 
 RESULT_PREFIX = "FACEALIGN_BENCH_RESULT "
 LATENCY_FACES = 32
@@ -49,7 +49,7 @@ def records_and_boxes(data, split: str, cache_dir=None, detect: bool = True):
     counts["no_detection"]). Boxes come from the box cache in `cache_dir` (None: the user cache); with
     `detect=True` missing boxes are detected and the cache is saved, with `detect=False` they must be cached.
     """
-    from facealign.data.boxes import BoxCache, boxes_for
+    from facealign.detection.boxes import BoxCache, boxes_for
     from facealign.data.layouts import index_dataset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing 300W subset folders
@@ -134,7 +134,7 @@ def measure_method(spec: dict) -> dict:
     out.update(ms_batch1=1000 * statistics.median(single), ms_batch32=1000 * statistics.median(batched),
                latency_faces=len({id(f[0]) for f in faces}), batch1_calls=len(single), batch32_calls=len(batched))
 
-    from facealign.data.detectors import get_detector
+    from facealign.detection.detectors import get_detector
     from facealign.data.images import load_rgb
     detect = get_detector("dlib")
     images = unique_images(records, spec.get("max_images"))
@@ -200,7 +200,7 @@ print({prefix!r} + json.dumps({{"rc": rc, "rss": peak_rss_mb(), "torch": "torch"
 _DLIB = """import json, sys
 import numpy as np
 from facealign.baselines.dlib_predictor import DlibPredictor
-from facealign.data.boxes import get_detector
+from facealign.detection.boxes import get_detector
 from facealign.data.images import load_rgb
 image = load_rgb({image!r})
 dets = np.array([d[0] for d in get_detector("dlib")(image, 1)], np.float32).reshape(-1, 4)

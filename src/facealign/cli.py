@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from facealign.data.boxes import FAIR_MISS
+from facealign.detection.boxes import FAIR_MISS
 from facealign.data.errors import DataError
 from facealign.data.pts import PtsError
 from facealign.data.images import ImageLoadError
@@ -62,7 +62,7 @@ def cmd_data_pack(args) -> int:
 
 
 def cmd_boxes(args) -> int:
-    from facealign.data.boxes import BoxCache, DetectorConfig, precompute_boxes
+    from facealign.detection.boxes import BoxCache, DetectorConfig, precompute_boxes
     from facealign.data.layouts import index_dataset
     with warnings.catch_warnings(record=True) as caught:  # shown once per cache, below
         warnings.simplefilter("always")
@@ -98,10 +98,10 @@ def cmd_baseline(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from facealign.data.counts import format_counts
-    from facealign.data.boxes import get_miss_policy
+    from facealign.detection.boxes import get_miss_policy
     from facealign.evaluate import check_scheme, evaluate, format_summary_line, load_evaluated
-    from facealign.data.boxes import DetectorConfig
-    from facealign.data.detectors import get_detector
+    from facealign.detection.boxes import DetectorConfig
+    from facealign.detection.detectors import get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
     get_detector(args.detector)
     if args.no_flip and args.flip_tta == "on":

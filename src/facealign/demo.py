@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import boxes_for
+from facealign.detection.boxes import boxes_for
 from facealign.data.crop import CropTransform
 from facealign.data.layouts import index_dataset
 from facealign.data.summary import format_summary

@@ -2,7 +2,7 @@
 handling -> metrics and files.
 
 A detector miss (no detection overlaps the face) is counted separately in every output, and `miss`
-says what box the face gets instead (`facealign.data.boxes.MISS_POLICIES`): `gt-box` (default: the
+says what box the face gets instead (`facealign.detection.boxes.MISS_POLICIES`): `gt-box` (default: the
 same box for every method, so the metric measures landmark quality), `whole-image` (the study's
 protocol) or `skip` (left out of the metric).
 """
@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.boxes import (FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, detect_missing, face_boxes,
+from facealign.detection.boxes import (FAIR_MISS, MISS_LABELS, BoxCache, DetectorConfig, detect_missing, face_boxes,
                                   get_miss_policy)
 from facealign.data.counts import DETECTOR_MISS, face_counts, split_skipped
 from facealign.data.layouts import index_dataset

@@ -58,7 +58,7 @@ def face_crops(n: int, size: int, context: float = 0.1, data: str | os.PathLike 
     faces of the first non-empty split) when it is a readable data root, else generated faces
     (`facealign.data.synthetic.random_face`)."""
     if data is not None and Path(data).is_dir():
-        from facealign.data.boxes import landmark_box
+        from facealign.detection.boxes import landmark_box
         from facealign.data.layouts import index_dataset
         from facealign.data.images import load_rgb
         try:
@@ -74,7 +74,7 @@ def face_crops(n: int, size: int, context: float = 0.1, data: str | os.PathLike 
             crops = [normalize(CropTransform.from_box(landmark_box(r.landmarks), context).warp(load_rgb(r.image), size))
                      for r in records]
             return np.stack(crops), f"{len(crops)} real faces from {Path(data)} split {split!r}"
-    from facealign.data.boxes import landmark_box
+    from facealign.detection.boxes import landmark_box
     from facealign.data.synthetic import random_face
     rng = np.random.default_rng(seed)
     crops = []
@@ -166,7 +166,7 @@ MAX_INT8_NME_CHANGE = 0.01  # ship an int8 graph only if it moves NME by at most
 def calibration_crops(data, card: dict, n: int = 256, split: str = "train", seed: int = 0) -> tuple[np.ndarray, str]:
     """(crops (n, 3, S, S) float32 ImageNet-normalised, description): `n` faces of the TRAINING split, boxed
     as at inference (the card's box protocol; a detector miss gets its ground-truth box)."""
-    from facealign.data.boxes import BoxCache, face_boxes
+    from facealign.detection.boxes import BoxCache, face_boxes
     from facealign.data.layouts import index_dataset
     from facealign.data.images import load_rgb
     with warnings.catch_warnings():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facealign.data.boxes import MISS_LABELS
+from facealign.detection.boxes import MISS_LABELS
 from facealign.evaluate import evaluate
 from facealign.inference.backends import LandmarkRunner
 from facealign.atomic import atomic_write_json

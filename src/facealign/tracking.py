@@ -32,7 +32,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from facealign.data.boxes import iou
+from facealign.detection.boxes import iou
 
 DEFAULT_BETA = 10.0   # cut-off gain per (face size / frame) of speed
 D_CUTOFF = 0.05       # cycles per frame, cut-off of the speed estimate

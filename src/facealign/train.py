@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing
-from facealign.data.detectors import get_detector
+from facealign.detection.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing
+from facealign.detection.detectors import get_detector
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
 from facealign.data.dataset import CachedFaces, EpochSampler

@@ -59,7 +59,7 @@ class TrainConfig:
     train_detectors: str = _opt("dlib", "detector(s) whose boxes crop the training faces when train_box is "
                                         "detector, '+'-joined: each face is cropped once per detector that "
                                         "found it (dlib+mtcnn: a model that works on either detector's boxes); "
-                                        "validation uses the first. Names: facealign.data.detectors.DETECTORS")
+                                        "validation uses the first. Names: facealign.detection.detectors.DETECTORS")
     drop_undetected: bool = _opt(True, "with detector boxes, leave out faces the detector missed (train and "
                                        "validation)")
     val_box: str = _opt("detector", "box protocol of the validation crops (model selection)")
@@ -129,7 +129,7 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
         raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}; `facealign train --help` lists "
                          "the valid ones")
     for name in str(values.get("train_detectors", "dlib")).split("+"):
-        from facealign.data.detectors import check_detector
+        from facealign.detection.detectors import check_detector
         check_detector(name)  # an unknown name: ValueError listing the valid ones
     if values.get("init_model") and values.get("init_backbone"):
         raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from facealign.data.boxes import BoxCache, DetectorConfig, face_boxes, landmark_box, union_box
+from facealign.detection.boxes import BoxCache, DetectorConfig, face_boxes, landmark_box, union_box
 from facealign.data.counts import DETECTOR_MISS, face_counts, format_counts, split_skipped
 from facealign.data.errors import DataError
 from facealign.data.layouts import index_dataset, split_train_val

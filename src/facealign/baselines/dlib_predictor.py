@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import dlib_shape_model_path
+from facealign.detection.boxes import dlib_shape_model_path
 
 
 @lru_cache(maxsize=4)

@@ -262,7 +262,7 @@ def cache_from_pack(pack: Pack, faces: list[PackedFace], spec: CacheSpec, folder
 
 
 def default_pack_cache_dir(path) -> Path:
-    from facealign.data.boxes import default_cache_dir
+    from facealign.detection.boxes import default_cache_dir
     return default_cache_dir(Path(path))
 
 
@@ -295,7 +295,7 @@ def pack_caches(pack, train_split: str, val_fraction: float, seed: int, spec: Ca
 
 # ---------------------------------------------------------------- writing
 def _check_options(box: str, size: int, context: float, margin: float, quality: int) -> None:
-    from facealign.data.boxes import BOX_PROTOCOLS
+    from facealign.detection.boxes import BOX_PROTOCOLS
     if box not in BOX_PROTOCOLS:
         raise ValueError(f"unknown box protocol {box!r}; valid: {', '.join(BOX_PROTOCOLS)}")
     if not 8 <= size <= 4096:
@@ -328,8 +328,8 @@ def _face_boxes(records, box: str, root: Path, cache_dir, progress: bool):
     cached detections only to fill the flag."""
     from tqdm import tqdm
 
-    from facealign.data.boxes import BoxCache, DetectorConfig, best_detection, get_box_protocol, landmark_box
-    from facealign.data.detectors import get_detector
+    from facealign.detection.boxes import BoxCache, DetectorConfig, best_detection, get_box_protocol, landmark_box
+    from facealign.detection.detectors import get_detector
     from facealign.data.images import ImageLoadError, load_rgb
     cache = BoxCache(root, cache_dir, DetectorConfig())
     detector = get_detector(cache.detector.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facealign.data.boxes import BoxCache, boxes_for
+from facealign.detection.boxes import BoxCache, boxes_for
 from facealign.data.crop import crop_face
 from facealign.data.layouts import index_dataset
 from facealign.data.schemes import get_scheme

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
+from facealign.detection.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
 from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
 from facealign.atomic import atomic_write_bytes, atomic_write_json
@@ -153,7 +153,7 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
     Run folders go to OUT/runs; the report to `report_dir` (default OUT). report_only: train and evaluate
     nothing; rebuild the report from the run folders' files, with the splits, protocol and misses recorded
     in OUT/runs/grid.json. misses: detector-miss handlings evaluated
-    (`facealign.data.boxes.MISS_POLICIES`); the first is the report's headline. command: the command line
+    (`facealign.detection.boxes.MISS_POLICIES`); the first is the report's headline. command: the command line
     recorded in OUT/runs/grid.json and quoted by the report. train_missing=False: evaluate the finished
     experiments only (e.g. while the rest still trains elsewhere); unfinished ones are listed as missing.
     Returns the table rows.

@@ -10,7 +10,7 @@ choices: recall, false positives, time per megapixel, the maps and the NME with 
 |---|---|---|
 | dlib | dlib's HOG + linear SVM frontal detector | built into dlib |
 | dlib-cnn | dlib's MMOD CNN detector | `face-recognition-models` (CC0) |
-| mtcnn | MTCNN cascade on onnxruntime (`facealign.data.mtcnn`) | `mtcnn` package (MIT) |
+| mtcnn | MTCNN cascade on onnxruntime (`facealign.detection.mtcnn`) | `mtcnn` package (MIT) |
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def dlib_cnn_detect(image: np.ndarray, upsample: int = 0) -> list[Detection]:
 
 
 def _mtcnn_detect(image: np.ndarray, upsample: int = 1) -> list[Detection]:
-    from facealign.data.mtcnn import mtcnn_detect
+    from facealign.detection.mtcnn import mtcnn_detect
     return mtcnn_detect(image, upsample)
 
 

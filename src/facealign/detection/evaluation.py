@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import landmark_box
-from facealign.data.detectors import fit_box_map, raw_detector
+from facealign.detection.boxes import landmark_box
+from facealign.detection.detectors import fit_box_map, raw_detector
 from facealign.data.images import load_rgb
 from facealign.atomic import atomic_write_json
 
@@ -148,7 +148,7 @@ def matched_pairs(photos: list[Photo], run: dict, reference: dict, min_score: fl
 def box_map_report(train: list[Photo], test: list[Photo], run: dict, reference: dict) -> dict:
     """Fit the map raw -> reference on `train` photos; report mean IoU with the reference on `test`, raw
     and mapped."""
-    from facealign.data.boxes import iou
+    from facealign.detection.boxes import iou
     train_raw, train_ref = matched_pairs(train, run, reference)
     m = fit_box_map(train_raw, train_ref)
     raw, ref = matched_pairs(test, run, reference)

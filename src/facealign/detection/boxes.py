@@ -15,8 +15,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-# the detectors moved to facealign.data.detectors; re-exported here for existing imports
-from facealign.data.detectors import Detection, face_recognition_models_dir, get_detector
+# the detectors moved to facealign.detection.detectors; re-exported here for existing imports
+from facealign.detection.detectors import Detection, face_recognition_models_dir, get_detector
 from facealign.atomic import atomic_write_json
 
 

@@ -339,7 +339,7 @@ def upsample_min_face(upsample: int) -> float:
 
 
 def mtcnn_detect(image: np.ndarray, upsample: int = 1) -> list[tuple[np.ndarray, float]]:
-    """MTCNN with the call signature of `facealign.data.detectors.dlib_hog_detect`: RGB uint8 (H, W, 3) -> [(box (4,), score)].
+    """MTCNN with the call signature of `facealign.detection.detectors.dlib_hog_detect`: RGB uint8 (H, W, 3) -> [(box (4,), score)].
 
     Boxes are float32 (x0, y0, x1, y1) pixel edges in 0-based pixel-centre coordinates; score is O-Net's face
     probability (0..1, not comparable with dlib's SVM scores). `upsample` sets the min face size
