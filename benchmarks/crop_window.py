@@ -18,7 +18,7 @@ import numpy as np
 import facealign.data.crop as crop
 from facealign.detection.boxes import landmark_box
 from facealign.data.layouts import index_dataset
-from facealign.evaluate import evaluate_split
+from facealign.evaluation.evaluate import evaluate_split
 from facealign.data.images import load_rgb
 from facealign.inference import load_runner
 

@@ -59,7 +59,7 @@ def choose_min_score(rows: list[dict], current: float | None = None) -> dict:
 def nme_with(data: Path, photos, run: dict, name: str, up: int, min_score: float, bmap: BoxMap | None,
              models=("default", "dlib")) -> dict:
     """NME on the common split with this run's boxes (mapped, below min_score dropped; misses get the gt box)."""
-    from facealign.evaluate import evaluate_split, load_predictor
+    from facealign.evaluation.evaluate import evaluate_split, load_predictor
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = BoxCache(data, Path(tmp), DetectorConfig(name, up))
@@ -80,8 +80,8 @@ def nme_on_photos(records, photos, run: dict, min_score: float, bmap: BoxMap | N
                   models=("default", "dlib")) -> dict:
     """NME of each model on the faces of `photos` with this run's boxes (as `nme_with`, on a subset)."""
     from facealign.detection.boxes import best_detection, landmark_box
-    from facealign.evaluate import load_predictor, predict_records
-    from facealign.metrics import evaluate_landmarks
+    from facealign.evaluation.evaluate import load_predictor, predict_records
+    from facealign.evaluation.metrics import evaluate_landmarks
     keys = {p.key for p in photos}
     recs = [r for r in records if f"{r.subset}/{Path(r.image).name}" in keys]
     boxes, misses = [], 0

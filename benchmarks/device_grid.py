@@ -165,7 +165,7 @@ def evaluate_pack(predictor, pack_path: str, split: str, keep_predictions: bool 
     """Per-face NME on a pack's split from its stored boxes, predictions mapped back to image pixels
     (returned as `predictions`, (faces, 68, 2) pixels rounded to 0.01, if `keep_predictions`: ensembles)."""
     from facealign.data.pack import read_pack
-    from facealign.metrics import evaluate_landmarks
+    from facealign.evaluation.metrics import evaluate_landmarks
     t0 = time.time()
     with read_pack(pack_path) as pack:
         faces = pack.records(split)
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t_start = time.time()
     import torch
-    from facealign.evaluate import TorchPredictor
+    from facealign.evaluation.evaluate import TorchPredictor
     from facealign.atomic import atomic_write_json
     from facealign.packaging import package_run
     a.out.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def main() -> None:
     from facealign.detection.boxes import BoxCache, best_detection, boxes_for
     from facealign.data.layouts import index_dataset, split_train_val
     from facealign.data.images import load_rgb
-    from facealign.metrics import evaluate_landmarks
+    from facealign.evaluation.metrics import evaluate_landmarks
     from facealign.inference import LandmarkRunner
     warnings.simplefilter("ignore")
     index = index_dataset(args.data)

@@ -63,7 +63,7 @@ def measure(model: str, backend: str, records, boxes: np.ndarray, images: list |
     `torch.set_num_threads` would change for every later test in the session."""
     from facealign.data.images import load_rgb
     from facealign.inference import load_runner
-    from facealign.metrics import per_image_nme
+    from facealign.evaluation.metrics import per_image_nme
     runner = load_runner(model, backend, threads=None if backend == "torch" else 1)
     images = [load_rgb(r.image) for r in records] if images is None else images
     # the runner's own crop and flip-TTA path, batched over all faces (one network call per 20 crops)

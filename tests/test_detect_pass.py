@@ -56,7 +56,7 @@ def test_training_data_detects_every_photo_in_one_pass_with_a_bar(root, passes, 
 
 
 def test_evaluation_detects_the_split_in_one_pass(root, passes, tmp_path):
-    from facealign.evaluate import evaluate_split
+    from facealign.evaluation.evaluate import evaluate_split
 
     class Zeros:  # a predictor that needs no model
         name, flip_tta = "zeros", False

@@ -166,7 +166,7 @@ def test_run_folder(tiny):
 
 def test_evaluate_the_run_like_any_model(tiny, tmp_path, capsys):
     from facealign.baselines.dlib_predictor import DlibPredictor
-    from facealign.evaluate import load_predictor
+    from facealign.evaluation.evaluate import load_predictor
     data, cache, run = tiny
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--box", "gt", "-o", str(tmp_path),
                  "--cache-dir", str(cache)]) == 0

@@ -28,7 +28,7 @@ from facealign.detection.boxes import (MISS_POLICIES, BoxCache, face_boxes, get_
 from facealign.data.layouts import index_dataset
 from facealign.data.pts import write_pts
 from facealign.data.synthetic import template_shape
-from facealign.evaluate import evaluate
+from facealign.evaluation.evaluate import evaluate
 
 WIDTHS = (200, 220, 240, 260)  # the face's key; 260 is the detector miss
 HEIGHT = 200
@@ -138,7 +138,7 @@ def test_each_miss_handling_gives_its_box(fair_data):
 @pytest.mark.parametrize("miss", list(EXPECTED))
 def test_metrics_counts_and_outputs_name_the_miss_handling(fair_data, tmp_path, monkeypatch, miss):
     root, faces = fair_data
-    import facealign.evaluate as ev
+    import facealign.evaluation.evaluate as ev
     plots = []
     real_plot = ev.plot_ced
     monkeypatch.setattr(ev, "plot_ced", lambda errors, path, *a, **kw: plots.append((errors, kw)) or real_plot(
@@ -187,7 +187,7 @@ def test_default_is_the_fair_headline(fair_data):
 
 
 def _bench_row(method, name, predictor, root):
-    from facealign.bench_child import BENCH_MISSES
+    from facealign.evaluation.bench_child import BENCH_MISSES
     acc = {m: evaluate(predictor, root, ["common"], progress=False, miss=m)["common"] for m in BENCH_MISSES}
     fair = acc["gt-box"]
     return {"method": method, "name": name, "accuracy": acc, "nme": fair["nme"], "auc": fair["auc"],
@@ -197,7 +197,7 @@ def _bench_row(method, name, predictor, root):
 
 def test_bench_headline_ratio_uses_identical_boxes(fair_data):
     """Our errors are 4/3 of dlib's on every box; the whole-image garbage would flip the ranking."""
-    from facealign.bench import ACCURACY_COLUMNS, COLUMNS, format_accuracy_table, format_table
+    from facealign.evaluation.bench import ACCURACY_COLUMNS, COLUMNS, format_accuracy_table, format_table
     root, faces = fair_data
     ours = {"detector": {200: 0.04, 220: 0.04, 240: 0.04}, "gt": 0.04, "whole": 0.3}
     rows = [_bench_row("torch", "ours", KnownErrorPredictor(faces, ours), root),

@@ -14,12 +14,12 @@ LAYERS = {
     "facealign.version": 0, "facealign._lazy": 0, "facealign.atomic": 0, "facealign.data.images": 0, "facealign.hardware": 0, "facealign.fpstate": 0,
     "facealign.data": 0,
     "facealign.detection": 1, "facealign.data.pack": 1, "facealign.data.show": 1,  # pack and show use the box cache
-    "facealign.models": 1, "facealign.checkpoint": 1, "facealign.losses": 1, "facealign.metrics": 1,
+    "facealign.models": 1, "facealign.checkpoint": 1, "facealign.losses": 1, "facealign.evaluation.metrics": 1,
     "facealign.baselines": 1, "facealign.baselines.dlib_ert": 3, "facealign.baselines.trained": 3,
     "facealign.inference": 2,
-    "facealign.train": 3, "facealign.train_config": 3, "facealign.evaluate": 3, "facealign.export": 3, "facealign.packaging": 3,
-    "facealign.report": 3, "facealign.status": 3, "facealign.detection.evaluation": 3, "facealign.study.report": 3, "facealign.study.checks": 3, "facealign.outputs": 3,
-    "facealign.predict": 4, "facealign.video": 4, "facealign.bench": 4, "facealign.study.experiments": 4,
+    "facealign.train": 3, "facealign.train_config": 3, "facealign.evaluation.evaluate": 3, "facealign.export": 3, "facealign.packaging": 3,
+    "facealign.evaluation.report": 3, "facealign.evaluation.status": 3, "facealign.study.report": 3, "facealign.study.checks": 3, "facealign.outputs": 3,
+    "facealign.predict": 4, "facealign.video": 4, "facealign.evaluation.bench": 4, "facealign.study.experiments": 4,
     "facealign.demo": 4, "facealign.cli": 4, "facealign.commands": 4, "facealign.serve": 4, "facealign.__main__": 4,
 }
 MAX_LINES = 470  # "roughly 100-400 lines each"

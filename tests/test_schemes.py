@@ -11,7 +11,7 @@ from facealign.data.layouts import index_dataset
 from facealign.data.schemes import SCHEMES, SchemeError, get_scheme
 from facealign.data.synthetic import make_300w_fixture, template_shape, wflw_template
 from facealign.data.transforms import flip_order
-from facealign.metrics import evaluate_landmarks, per_image_nme
+from facealign.evaluation.metrics import evaluate_landmarks, per_image_nme
 
 FIVE = {"name": "five", "num_points": 5, "mirror_pairs": [[0, 1], [3, 4]], "norm_points": [0, 1],
         "regions": {"eyes": [0, 1], "nose": [2], "mouth": [3, 4]}}
@@ -164,7 +164,7 @@ def test_data_summary_names_the_scheme_and_hints_at_it(tmp_path, capsys):
 
 def test_dlib_comparisons_stay_68_point():
     from facealign.baselines.dlib_ert import make_config
-    from facealign.evaluate import check_scheme
+    from facealign.evaluation.evaluate import check_scheme
     with pytest.raises(ValueError, match="trains the 68-point ibug68 scheme only"):
         make_config(scheme="wflw98")
     assert make_config(scheme="ibug68") == make_config()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from facealign.data.synthetic import make_300w_fixture
-from facealign.evaluate import TorchPredictor, evaluate
+from facealign.evaluation.evaluate import TorchPredictor, evaluate
 from facealign.train import train
 from helpers import tiny_config
 

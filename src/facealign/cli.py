@@ -99,7 +99,7 @@ def cmd_baseline(args) -> int:
 def cmd_evaluate(args) -> int:
     from facealign.data.counts import format_counts
     from facealign.detection.boxes import get_miss_policy
-    from facealign.evaluate import check_scheme, evaluate, format_summary_line, load_evaluated
+    from facealign.evaluation.evaluate import check_scheme, evaluate, format_summary_line, load_evaluated
     from facealign.detection.boxes import DetectorConfig
     from facealign.detection.detectors import get_detector
     get_miss_policy(args.miss)  # names are checked before loading a model
@@ -155,7 +155,7 @@ def cmd_experiments(args) -> int:
 def cmd_card(args) -> int:
     import shlex
 
-    from facealign.evaluate import format_summary_line
+    from facealign.evaluation.evaluate import format_summary_line
     from facealign.packaging import card_latency, remeasure_packaged
     if args.latency_from is not None:
         card = card_latency(args.model, args.latency_from)
@@ -179,7 +179,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from facealign.bench import run_bench
+    from facealign.evaluation.bench import run_bench
     result = run_bench(args.data, args.model, args.backend, args.split, args.repeats, args.threads, args.output,
                        args.max_images, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
     print(result["markdown"])
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("bench", help="every packaged model x backend vs dlib: accuracy, latency, start-up, memory")
-    from facealign.bench import add_arguments as _add_bench_arguments
+    from facealign.evaluation.bench import add_arguments as _add_bench_arguments
     _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser

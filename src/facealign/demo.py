@@ -20,8 +20,8 @@ from facealign.data.crop import CropTransform
 from facealign.data.layouts import index_dataset
 from facealign.data.summary import format_summary
 from facealign.data.synthetic import make_300w_fixture
-from facealign.metrics import evaluate_landmarks
-from facealign.report import plot_ced
+from facealign.evaluation.metrics import evaluate_landmarks
+from facealign.evaluation.report import plot_ced
 
 
 def mean_shape_baseline(train, test, protocol: str = "gt") -> np.ndarray:

@@ -194,7 +194,7 @@ def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_s
     """
     import hashlib
 
-    from facealign.evaluate import evaluate_split
+    from facealign.evaluation.evaluate import evaluate_split
     from facealign.hardware import cpu_summary
     from facealign.inference.backends import read_card_file
     from facealign.inference.onnx_build import cached_onnx

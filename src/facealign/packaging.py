@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from facealign.detection.boxes import MISS_LABELS
-from facealign.evaluate import evaluate
+from facealign.evaluation.evaluate import evaluate
 from facealign.inference.backends import LandmarkRunner
 from facealign.atomic import atomic_write_json
 from facealign.models.packaged import load_model, save_packaged
@@ -121,7 +121,7 @@ def metrics_key(split: str, miss: str) -> str:
 def card_metrics(predictor, data, split: str = "common", protocol: str = "detector", cache_dir=None) -> dict:
     """{"evaluation": how it was measured, "metrics": {metrics_key: summary}} for a model card.
 
-    Each summary is `facealign.evaluate.evaluate`'s (n evaluated, faces, detector_misses, miss, nme, auc, fr...).
+    Each summary is `facealign.evaluation.evaluate.evaluate`'s (n evaluated, faces, detector_misses, miss, nme, auc, fr...).
     """
     metrics = {}
     for miss in CARD_MISSES:

@@ -38,7 +38,7 @@ from facealign.fpstate import flush_denormals
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
 from facealign.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from facealign.losses import build_loss, compute_loss
-from facealign.metrics import per_image_nme
+from facealign.evaluation.metrics import per_image_nme
 from facealign.models import HEADS, build_model
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
 from facealign.train_config import RESUME_FREE, TrainConfig, config_dict

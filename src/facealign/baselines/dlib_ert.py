@@ -227,9 +227,9 @@ def train_ert(cfg: DlibErtConfig, log: Callable[[str], None] = lambda m: print(m
     Raises ValueError if the run folder already holds a predictor (nothing to resume: one dlib call)."""
     import dlib
 
-    from facealign.evaluate import predict_records
+    from facealign.evaluation.evaluate import predict_records
     from facealign.hardware import available_cpus
-    from facealign.metrics import per_image_nme
+    from facealign.evaluation.metrics import per_image_nme
     run_dir = cfg.run_dir
     if (run_dir / MODEL_FILE).is_file():
         raise ValueError(f"{run_dir} already holds a {NAME} run ({MODEL_FILE}); choose another --out or delete it")

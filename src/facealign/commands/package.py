@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.evaluate import format_summary_line
+    from facealign.evaluation.evaluate import format_summary_line
     from facealign.packaging import package_run
     command = "facealign " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
     card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,

@@ -131,7 +131,7 @@ BACKENDS = {"torch": Torch, "onnx": Onnx, "onnx-int8": OnnxInt8}
 
 # Each packaged model's default backend: the fastest at batch 1 in the one-run `facealign bench` table
 # (docs/benchmarks.json) among its backends whose NME is within MAX_DEFAULT_NME_CHANGE of torch's.
-# `facealign.bench.choose_default_backends` derives it from that file and a test keeps the two equal.
+# `facealign.evaluation.bench.choose_default_backends` derives it from that file and a test keeps the two equal.
 DEFAULT_BACKENDS = {"default": "onnx-int8", "default160": "onnx", "fast": "onnx"}
 MAX_DEFAULT_NME_CHANGE = 0.005
 

@@ -283,7 +283,7 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     out += _by_preset(verdicts, facts)
     best = min(trained, key=lambda r: _nme(r, misses[0])) if trained else None
     out += ["## Why the study's AUC values (0.93-0.98) cannot be AUC@0.08", "",
-            f"AUC@t is exactly 1 - mean(min(e, t)) / t over the per-face errors e (`facealign.metrics.auc`). "
+            f"AUC@t is exactly 1 - mean(min(e, t)) / t over the per-face errors e (`facealign.evaluation.metrics.auc`). "
             f"An AUC@0.08 of 0.93 therefore needs mean(min(e, 0.08)) <= 0.0056: a mean error under 0.56% of the "
             f"inter-ocular distance, under half a pixel on average for eyes 80 px apart."
             f" Published AUC@0.08 on 300W is about 0.55-0.72."]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.detection.boxes import FAIR_MISS, STUDY_MISS, BoxCache, get_miss_policy
-from facealign.evaluate import TorchPredictor, evaluate_split, load_predictor
+from facealign.evaluation.evaluate import TorchPredictor, evaluate_split, load_predictor
 from facealign.hardware import available_cpus, cpu_model
 from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.study.report import GRID_FILE, eval_path, write_report

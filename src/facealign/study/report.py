@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from facealign.atomic import atomic_write_bytes, atomic_write_text
-from facealign.metrics import DEFAULT_THRESHOLD, auc
-from facealign.report import plot_ced, pyplot, write_table
+from facealign.evaluation.metrics import DEFAULT_THRESHOLD, auc
+from facealign.evaluation.report import plot_ced, pyplot, write_table
 from facealign.study.checks import CHECKS, auc_threshold_for, render_readme
 
 RECORD_FILES = ("config.json", "final.json")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from facealign.metrics import DEFAULT_THRESHOLD, auc, ced_curve
+from facealign.evaluation.metrics import DEFAULT_THRESHOLD, auc, ced_curve
 
 def pyplot():
     """matplotlib's pyplot on the headless Agg backend, imported on the first plot: the GPU machine that

@@ -1,6 +1,6 @@
-"""The child side of `facealign bench`: one method measured in a fresh process (see `facealign.bench`).
+"""The child side of `facealign bench`: one method measured in a fresh process (see `facealign.evaluation.bench`).
 
-`python -m facealign.bench_child --child SPEC_JSON` loads only that method, measures it and prints one
+`python -m facealign.evaluation.bench_child --child SPEC_JSON` loads only that method, measures it and prints one
 result line; `measure_startup` times a fresh process that predicts one photo.
 """
 from __future__ import annotations
@@ -152,7 +152,7 @@ def measure_method(spec: dict) -> dict:
     out["torch_imported"] = "torch" in sys.modules
     out["timm_imported"] = "timm" in sys.modules
 
-    from facealign.evaluate import evaluate
+    from facealign.evaluation.evaluate import evaluate
     out["accuracy"] = {}
     for miss in BENCH_MISSES:
         fair = out["accuracy"].get(FAIR_MISS)
@@ -170,7 +170,7 @@ def measure_method(spec: dict) -> dict:
 
 def _child_main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "--child":
-        print("usage: python -m facealign.bench_child --child SPEC_JSON (internal; use `facealign bench`)",
+        print("usage: python -m facealign.evaluation.bench_child --child SPEC_JSON (internal; use `facealign bench`)",
               file=sys.stderr)
         return 2
     result = measure_method(json.loads(argv[1]))
@@ -180,7 +180,7 @@ def _child_main(argv: list[str]) -> int:
 
 def run_child(spec: dict, timeout: float | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "facealign.bench_child", "--child", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "facealign.evaluation.bench_child", "--child", json.dumps(spec)],
                           capture_output=True, text=True, env=env, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -194,7 +194,7 @@ _OURS = """import json, sys
 from facealign.cli import main
 rc = main(["predict", {image!r}, "-o", {out!r}, "--model", {model!r}, "--backend", {backend!r}, "--threads", "{threads}",
            "--quiet"])
-from facealign.bench_child import peak_rss_mb
+from facealign.evaluation.bench_child import peak_rss_mb
 print({prefix!r} + json.dumps({{"rc": rc, "rss": peak_rss_mb(), "torch": "torch" in sys.modules, "timm": "timm" in sys.modules}}))
 """
 _DLIB = """import json, sys
@@ -205,7 +205,7 @@ from facealign.data.images import load_rgb
 image = load_rgb({image!r})
 dets = np.array([d[0] for d in get_detector("dlib")(image, 1)], np.float32).reshape(-1, 4)
 DlibPredictor().predict(image, dets)
-from facealign.bench_child import peak_rss_mb
+from facealign.evaluation.bench_child import peak_rss_mb
 print({prefix!r} + json.dumps({{"rc": 0, "rss": peak_rss_mb(), "torch": "torch" in sys.modules, "timm": "timm" in sys.modules}}))
 """
 

@@ -1,7 +1,7 @@
 """`facealign bench`: every packaged model on every backend, next to dlib's 68-point shape predictor.
 
 Everything is measured in ONE run on the same machine. Each row (model x backend, or dlib) runs in a fresh
-child process (`facealign.bench_child`) that loads only that method, so its peak RSS is its own. In the
+child process (`facealign.evaluation.bench_child`) that loads only that method, so its peak RSS is its own. In the
 child, in this order:
 
 1. load the method (`facealign.inference.load_runner(model, backend, threads=...)`; dlib: `DlibPredictor`,
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.bench_child import BENCH_MISSES, measure_startup, records_and_boxes, run_child, unique_images
+from facealign.evaluation.bench_child import BENCH_MISSES, measure_startup, records_and_boxes, run_child, unique_images
 from facealign.detection.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
 from facealign.inference.backends import BACKENDS

@@ -23,8 +23,8 @@ from facealign.data.layouts import index_dataset
 from facealign.data.schemes import get_scheme
 from facealign.data.images import load_rgb
 from facealign.atomic import atomic_path, atomic_write_json
-from facealign.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
-from facealign.report import plot_ced, write_per_image_csv
+from facealign.evaluation.metrics import DEFAULT_THRESHOLD, evaluate_landmarks
+from facealign.evaluation.report import plot_ced, write_per_image_csv
 
 
 def TorchPredictor(model: str | Path, device: str = "cpu", flip_tta: bool | None = None):
