@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     import torch
     from facealign.evaluation.evaluate import TorchPredictor
     from facealign.atomic import atomic_write_json
-    from facealign.packaging import package_run
+    from facealign.inference.release import package_run
     a.out.mkdir(parents=True, exist_ok=True)
     fh = open(a.out / "grid.log", "a")
     cuda = torch.cuda.is_available()

@@ -71,7 +71,7 @@ def test_shipped_graph_keeps_its_accuracy(model, backend, measured):
 @pytest.mark.parametrize("model", [m for m, backends in GRAPHS.items() if "onnx-int8" in backends])
 def test_shipped_int8_graph_tracks_its_fp32_model(model, measured):
     """The int8 graph's own report belongs to the shipped file and passed; re-measured here, it still does."""
-    from facealign.export import MAX_INT8_NME_CHANGE
+    from facealign.inference.export import MAX_INT8_NME_CHANGE
     path = graph_file(model, "onnx-int8")
     report = json.loads(path.with_suffix(".json").read_text())
     assert report["output_sha256"] == file_sha256(path), f"{path.with_suffix('.json').name} describes another graph"

@@ -87,7 +87,7 @@ def test_bench_rows_cover_every_model_on_every_backend_it_has():
 def test_dlib_predictor_with_no_boxes():
     import numpy as np
     pytest.importorskip("dlib")
-    from facealign.baselines.dlib_predictor import DlibPredictor
+    from facealign.inference.dlib_predictor import DlibPredictor
     assert DlibPredictor().predict(np.zeros((50, 50, 3), np.uint8), np.zeros((0, 4))).shape == (0, 68, 2)
 
 

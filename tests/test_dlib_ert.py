@@ -108,7 +108,7 @@ def test_crop_shifts_by_whole_pixels():
 
 
 def test_dlib_objects_use_the_wrappers_rectangle():
-    from facealign.baselines.dlib_predictor import box_to_dlib_rect
+    from facealign.inference.dlib_predictor import box_to_dlib_rect
     pts = np.stack([np.linspace(10.4, 40.6, 68), np.linspace(12.2, 30.7, 68)], 1).astype(np.float32)
     box = np.array([8.5, 9.5, 42.5, 33.5], np.float32)
     s = Sample(np.zeros((50, 60, 3), np.uint8), box, pts, "k")
@@ -165,7 +165,7 @@ def test_run_folder(tiny):
 
 
 def test_evaluate_the_run_like_any_model(tiny, tmp_path, capsys):
-    from facealign.baselines.dlib_predictor import DlibPredictor
+    from facealign.inference.dlib_predictor import DlibPredictor
     from facealign.evaluation.evaluate import load_predictor
     data, cache, run = tiny
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--box", "gt", "-o", str(tmp_path),

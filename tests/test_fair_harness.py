@@ -224,7 +224,7 @@ def test_bench_headline_ratio_uses_identical_boxes(fair_data):
 
 
 def test_model_card_records_fair_numbers_and_miss_handling(fair_data):
-    from facealign.packaging import card_metrics
+    from facealign.inference.release import card_metrics
     root, faces = fair_data
     card = card_metrics(KnownErrorPredictor(faces, OURS), root, "common")
     ev, metrics = card["evaluation"], card["metrics"]

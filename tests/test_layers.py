@@ -17,9 +17,9 @@ LAYERS = {
     "facealign.models": 1, "facealign.checkpoint": 1, "facealign.losses": 1, "facealign.evaluation.metrics": 1,
     "facealign.baselines": 1, "facealign.baselines.dlib_ert": 3, "facealign.baselines.trained": 3,
     "facealign.inference": 2,
-    "facealign.train": 3, "facealign.train_config": 3, "facealign.evaluation.evaluate": 3, "facealign.export": 3, "facealign.packaging": 3,
-    "facealign.evaluation.report": 3, "facealign.evaluation.status": 3, "facealign.study.report": 3, "facealign.study.checks": 3, "facealign.outputs": 3,
-    "facealign.predict": 4, "facealign.video": 4, "facealign.evaluation.bench": 4, "facealign.study.experiments": 4,
+    "facealign.train": 3, "facealign.train_config": 3, "facealign.evaluation.evaluate": 3, "facealign.inference.export": 3, "facealign.inference.release": 3,
+    "facealign.evaluation.report": 3, "facealign.evaluation.status": 3, "facealign.study.report": 3, "facealign.study.checks": 3,
+    "facealign.evaluation.bench": 4, "facealign.study.experiments": 4,
     "facealign.demo": 4, "facealign.cli": 4, "facealign.commands": 4, "facealign.serve": 4, "facealign.__main__": 4,
 }
 MAX_LINES = 470  # "roughly 100-400 lines each"

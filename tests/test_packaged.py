@@ -79,7 +79,7 @@ def test_card_latency_comes_from_one_bench_run(model_path, tmp_path):
     import json
     import shutil
 
-    from facealign.packaging import card_latency
+    from facealign.inference.release import card_latency
     stem = tmp_path / "m"
     shutil.copy(model_path, stem.with_suffix(".safetensors"))
     shutil.copy(model_path.with_suffix(".json"), stem.with_suffix(".json"))

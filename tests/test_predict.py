@@ -21,7 +21,7 @@ from PIL import Image
 import facealign
 from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner, as_rgb
-from facealign.outputs import OutputNames
+from facealign.inference.outputs import OutputNames
 from facealign.atomic import safe_stem
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -192,7 +192,7 @@ def test_exif_rotated_photo_is_detected_upright(aligner, astro, tmp_path):
 
 def test_onnx_backend_matches_torch(model_path, astro, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    pytest.importorskip("facealign.export")
+    pytest.importorskip("facealign.inference.export")
     monkeypatch.setenv("FACEALIGN_CACHE", str(tmp_path / "cache"))
     onnx = FaceAligner(model_path, backend="onnx")
     cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))

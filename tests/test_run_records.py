@@ -177,7 +177,7 @@ def test_card_of_own_data_says_unknown_unless_told(run, tmp_path):
 
 def test_card_of_a_pack_run_reads_the_pack(data, tmp_path):
     """A run trained from a pack file (a device call): the card takes layout and splits from the pack."""
-    from facealign.packaging import data_record
+    from facealign.inference.release import data_record
     pack = tmp_path / "t.fapack"
     assert main(["data", "pack", str(data), "-o", str(pack), "--split", "train", "common", "--box", "gt",
                  "--max-size", "32", "--quiet"]) == 0

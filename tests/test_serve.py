@@ -92,7 +92,7 @@ def assert_error(r, status: int, words: str):
 # ---------------------------------------------------------------- happy paths
 def test_one_face_document_matches_the_predict_schema(live, astronaut):
     jsonschema = pytest.importorskip("jsonschema")
-    from facealign.outputs import schema_path
+    from facealign.inference.outputs import schema_path
     r = post(live, jpeg(astronaut))
     assert r.status_code == 200, r.text
     doc = r.json()

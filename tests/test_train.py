@@ -182,7 +182,7 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
     assert meta["init_source"] == {"field": "init_backbone", "spec": ckpt,
                                    "sha256": hashlib.sha256(open(ckpt, "rb").read()).hexdigest()}
     # packaging carries it into the card, with metrics measured on the shipped weights
-    from facealign.packaging import package_run
+    from facealign.inference.release import package_run
     card = package_run(cfg.run_dir, tmp_path / "shipped", data=str(data), flip_tta=False, command="facealign package")
     assert card["training"]["init_source"] == meta["init_source"]
     assert card["flip_tta"] is False and card["training"]["package_command"] == "facealign package"

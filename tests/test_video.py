@@ -12,9 +12,9 @@ from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner
 from facealign.detection.boxes import iou
 from helpers import PointwiseBackend, write_clip, write_cut_clip
-from facealign.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
+from facealign.inference.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
                                 thumbnail_correlation)
-from facealign.video import iter_frames, predict_video, video_schema_path
+from facealign.inference.video import iter_frames, predict_video, video_schema_path
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -243,7 +243,7 @@ def _validator(kind: str):
 
 
 def test_video_json_carries_versions_and_cuts_and_validates(model_path, tmp_path, capsys):
-    from facealign.outputs import SCHEMA_VERSION
+    from facealign.inference.outputs import SCHEMA_VERSION
     from facealign.version import __version__
     clip = tmp_path / "cut.avi"
     write_cut_clip(clip, 12, cut=6)

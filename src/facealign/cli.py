@@ -156,7 +156,7 @@ def cmd_card(args) -> int:
     import shlex
 
     from facealign.evaluation.evaluate import format_summary_line
-    from facealign.packaging import card_latency, remeasure_packaged
+    from facealign.inference.release import card_latency, remeasure_packaged
     if args.latency_from is not None:
         card = card_latency(args.model, args.latency_from)
         print(f"latency in the card of {args.model}: {card['latency']['ms_per_face']} ms per face, dlib "

@@ -75,7 +75,7 @@ def astronaut_path(tmp_dir: Path | None = None) -> Path:
 def run_prediction_demo(out_dir: Path = Path("results/demo"), model: str | Path = "default") -> int:
     """`facealign predict astronaut.png -o out_dir --draw` through the same code path as the CLI."""
     from facealign.inference.aligner import FaceAligner
-    from facealign.predict import run_predict
+    from facealign.inference.predict import run_predict
     image = astronaut_path()
     aligner = FaceAligner(model)
     report = run_predict([image], out_dir, aligner, draw=True, progress=False)

@@ -9,7 +9,7 @@ box mirrored, landmarks through `facealign.data.scheme.flip_landmarks`), as in d
 To keep memory small each sample is a crop of its photo around the face (`crop_margin` face sizes on every
 side), cut at integer pixel offsets so that boxes and landmarks only shift; ERT reads pixels near the shape,
 well inside that margin. Boxes become dlib rectangles through the shipped-dlib wrapper's own conversion
-(`facealign.baselines.dlib_predictor.box_to_dlib_rect`), so training and evaluation see identical rectangles.
+(`facealign.inference.dlib_predictor.box_to_dlib_rect`), so training and evaluation see identical rectangles.
 
 A run folder (`OUT/dlib-ert/`) holds config.json (resolved config, face counts, environment), predictor.dat
 (the dlib model) and final.json (counts, training seconds, validation NME). `facealign evaluate --model RUN`
@@ -33,7 +33,7 @@ from facealign.data.counts import DETECTOR_MISS, face_counts, format_counts, spl
 from facealign.data.errors import DataError
 from facealign.data.layouts import index_dataset, split_train_val
 from facealign.data.scheme import flip_landmarks
-from facealign.baselines.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
+from facealign.inference.dlib_predictor import ERT_MODEL_FILE as MODEL_FILE, ERT_NAME as NAME
 from facealign.atomic import atomic_path, atomic_write_json
 
 # The fields of DlibErtConfig that are dlib.shape_predictor_training_options attributes, copied one to one.
@@ -152,7 +152,7 @@ def to_dlib(samples: list[Sample]):
     landmarks rounded to dlib's integer points (pixel centres)."""
     import dlib
 
-    from facealign.baselines.dlib_predictor import box_to_dlib_rect
+    from facealign.inference.dlib_predictor import box_to_dlib_rect
     images, objects = [], []
     for s in samples:
         parts = dlib.points([dlib.point(int(round(float(x))), int(round(float(y)))) for x, y in s.landmarks])
@@ -255,7 +255,7 @@ def train_ert(cfg: DlibErtConfig, log: Callable[[str], None] = lambda m: print(m
         predictor.save(str(tmp))
     val_nme = None
     if val_records:
-        from facealign.baselines.dlib_predictor import DlibPredictor
+        from facealign.inference.dlib_predictor import DlibPredictor
         pred = predict_records(DlibPredictor(run_dir / MODEL_FILE, NAME), val_records, val_boxes)
         val_nme = float(per_image_nme(pred, np.stack([r.landmarks for r in val_records])).mean())
     summary = {"name": NAME, "best_val_nme": val_nme, "val_nme": val_nme, "train_seconds": round(seconds, 1),

@@ -2,7 +2,7 @@
 (make_config(**overrides) -> frozen config, train(config) -> final summary).
 
 A training-layer module (trainers use the training and evaluation code); the predictors they produce load
-through `facealign.baselines.dlib_predictor`, below the evaluation layer.
+through `facealign.inference.dlib_predictor`, below the evaluation layer.
 """
 from __future__ import annotations
 

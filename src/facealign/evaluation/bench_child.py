@@ -72,7 +72,7 @@ def unique_images(records, max_images: int | None = None) -> list[Path]:
 def _load_method(spec: dict):
     """dlib's predictor, or `spec["model"]` on the backend named by spec["method"] (`BACKENDS`)."""
     if spec["method"] == "dlib":
-        from facealign.baselines.dlib_predictor import DlibPredictor
+        from facealign.inference.dlib_predictor import DlibPredictor
         return DlibPredictor()
     from facealign.inference.backends import load_runner
     return load_runner(spec["model"], spec["method"], threads=spec["threads"])
@@ -199,7 +199,7 @@ print({prefix!r} + json.dumps({{"rc": rc, "rss": peak_rss_mb(), "torch": "torch"
 """
 _DLIB = """import json, sys
 import numpy as np
-from facealign.baselines.dlib_predictor import DlibPredictor
+from facealign.inference.dlib_predictor import DlibPredictor
 from facealign.detection.boxes import get_detector
 from facealign.data.images import load_rgb
 image = load_rgb({image!r})

@@ -36,7 +36,7 @@ def TorchPredictor(model: str | Path, device: str = "cpu", flip_tta: bool | None
 
 
 def _dlib_predictor(device: str = "cpu"):
-    from facealign.baselines.dlib_predictor import DlibPredictor
+    from facealign.inference.dlib_predictor import DlibPredictor
     return DlibPredictor()
 
 
@@ -46,7 +46,7 @@ PREDICTORS: dict[str, Callable] = {"dlib": _dlib_predictor}
 
 def load_predictor(model: str, device: str = "cpu", flip_tta: bool | None = None):
     """A named predictor (`PREDICTORS`), a `dlib-ert` run folder or dlib .dat file, or a torch model spec."""
-    from facealign.baselines.dlib_predictor import is_run, load_run
+    from facealign.inference.dlib_predictor import is_run, load_run
     named = model in PREDICTORS
     if named or is_run(model):
         if flip_tta is not None:
@@ -64,7 +64,7 @@ EVAL_FLIP_TTA = True
 def load_evaluated(model: str, device: str = "cpu", flip_tta: bool | None = None):
     """`load_predictor` under the evaluation convention: flip_tta None = `EVAL_FLIP_TTA` where the model has
     flip TTA (dlib predictors have none)."""
-    from facealign.baselines.dlib_predictor import is_run
+    from facealign.inference.dlib_predictor import is_run
     if flip_tta is None and (model in PREDICTORS or is_run(model)):
         return load_predictor(model, device)
     return load_predictor(model, device, EVAL_FLIP_TTA if flip_tta is None else flip_tta)

@@ -1,6 +1,6 @@
 """The `facealign predict` batch job: files, folders and globs in; JSON, .pts, CSV and drawings out.
 
-The predictor itself is `facealign.inference.FaceAligner`; the writers are in `facealign.outputs`.
+The predictor itself is `facealign.inference.FaceAligner`; the writers are in `facealign.inference.outputs`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from facealign.data.pts import write_pts
 from facealign.data.images import ImageLoadError, load_rgb
 from facealign.inference.aligner import FaceAligner
 from facealign.atomic import atomic_write_text
-from facealign.outputs import OutputNames, annotate, csv_header, csv_row, image_json, save_image, write_json
-from facealign.rotations import detect_turned, turn_faces
-from facealign.tracking import DEFAULT_BETA
-from facealign.video import VIDEO_EXTENSIONS, process_video
+from facealign.inference.outputs import OutputNames, annotate, csv_header, csv_row, image_json, save_image, write_json
+from facealign.inference.rotations import detect_turned, turn_faces
+from facealign.inference.tracking import DEFAULT_BETA
+from facealign.inference.video import VIDEO_EXTENSIONS, process_video
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
 
@@ -120,7 +120,7 @@ def run_predict(inputs: Sequence[str | Path], out_dir: str | Path, aligner: Face
     out_dir "-": each image's JSON document goes to stdout, one line per image (JSON Lines); nothing is
     written to disk, so --pts, --csv, --draw and videos are refused.
     rotations: an image without an upright face is retried turned by 90, 180 and 270 degrees
-    (`facealign.rotations`); its JSON then says by how much (`rotation`), coordinates stay the file's.
+    (`facealign.inference.rotations`); its JSON then says by how much (`rotation`), coordinates stay the file's.
     """
     from tqdm import tqdm
 

@@ -1,6 +1,6 @@
 """Landmarks on video: frames via OpenCV, per-frame and summary JSON, and an annotated copy.
 
-Tracking, shot-cut detection and smoothing live in `facealign.tracking`: each frame's
+Tracking, shot-cut detection and smoothing live in `facealign.inference.tracking`: each frame's
 faces go through a `LandmarkSmoother`, told by a `CutDetector` when a new shot starts.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from facealign.tracking import (CUT_MIN_CORRELATION, D_CUTOFF, DEFAULT_BETA, MAX_MISSED, MAX_SHIFT, RESET_IOU, THUMB_SIZE,
+from facealign.inference.tracking import (CUT_MIN_CORRELATION, D_CUTOFF, DEFAULT_BETA, MAX_MISSED, MAX_SHIFT, RESET_IOU, THUMB_SIZE,
                                 CutDetector, LandmarkSmoother)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
@@ -127,7 +127,7 @@ def process_video(aligner, path: Path, names, stem: str, pts: bool = False, draw
     from tqdm import tqdm
 
     from facealign.data.pts import write_pts
-    from facealign.outputs import (BOX_FORMAT, COORDINATES, SCHEMA_VERSION, annotate, csv_row, landmark_scheme,
+    from facealign.inference.outputs import (BOX_FORMAT, COORDINATES, SCHEMA_VERSION, annotate, csv_row, landmark_scheme,
                                    write_json)
     from facealign.version import __version__
     cap, fps, count = open_video(path)
