@@ -75,7 +75,7 @@ class Job:
 
 
 def lever_jobs(names: list[str], preset: str) -> list[Job]:
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
         raise ValueError(f"unknown lever(s) {', '.join(unknown)}; valid: {', '.join(LEVERS)}")
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     elif a.tiny:  # one heatmap run of the first backbone, one regression run of the last (the --extra one if any)
         mse = [e for e in exps if e.loss == "mse"]
         exps = [mse[0], next(e for e in reversed(mse) if e.head == "regression")]
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     overrides = TINY if a.tiny else ({} if a.levers else DEVICE)  # the default preset trains on detector boxes
     cfg = make_config(a.preset, **overrides)
     # measured for none of these yet: ~6 GiB per training process is a guess with room (B0, 224 px, batch 64, fp16)

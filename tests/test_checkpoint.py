@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
+from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
 from facealign.cli import main
 from facealign.data.synthetic import make_300w_fixture
 from facealign.models import build_model
 from facealign.models.packaged import load_model, save_packaged
-from facealign.train import NonFiniteLossError, train
+from facealign.training.loop import NonFiniteLossError, train
 from helpers import tiny_config
 
 CARD = {"name": "t", "backbone": "efficientnet_b0", "head": "regression", "feature_index": -1, "head_kwargs": {},
@@ -123,7 +123,7 @@ _cfg = tiny_config
 
 def _nan_at(monkeypatch, call: int):
     """Make the training loss NaN on the `call`-th step (1-based)."""
-    import facealign.train as tr
+    import facealign.training.loop as tr
     real, calls = tr.compute_loss, {"n": 0}
 
     def patched(*args, **kwargs):

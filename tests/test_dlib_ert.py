@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from facealign.baselines.dlib_ert import (DLIB_OPTIONS, DlibErtConfig, Sample, build_pool, crop_sample, make_config,
+from facealign.training.dlib_ert import (DLIB_OPTIONS, DlibErtConfig, Sample, build_pool, crop_sample, make_config,
                                           mirror_sample, to_dlib)
 from facealign.cli import main
 from facealign.data.scheme import MIRROR_PERMUTATION

@@ -31,7 +31,7 @@ def test_every_argument_of_every_subcommand_has_help():
 
 def test_train_flags_list_the_registered_names():
     command = "facealign train"
-    from facealign.losses import LOSSES
+    from facealign.training.losses import LOSSES
     from facealign.models.backbone import NON_TIMM_BACKBONES, PACKAGED_WEIGHTS
     from facealign.models.heads import HEADS
     text = {flag: _help(command, flag) for flag in ("--head", "--loss", "--backbone", "--init")}
@@ -50,5 +50,5 @@ def test_detector_backend_and_model_flags_list_the_registered_names():
     assert all(name in _help("facealign predict", "--backend") for name in BACKENDS)
     for command in ("facealign predict", "facealign evaluate"):
         assert all(name in _help(command, "--model") for name in PACKAGED_MODELS), command
-    from facealign.train_config import PRESETS
+    from facealign.training.config import PRESETS
     assert all(name in _help("facealign train", "--preset") for name in PRESETS)

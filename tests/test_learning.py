@@ -55,8 +55,8 @@ def _fit_and_check(cfg) -> None:
     from facealign.inference.runner import CropRunner
     from facealign.models import build_model
     from facealign.models.packaged import card_from_config
-    from facealign.train_config import config_dict
-    from facealign.train import train
+    from facealign.training.config import config_dict
+    from facealign.training.loop import train
     eight_faces = cfg.data
     torch.manual_seed(cfg.seed)
     untrained = CropRunner(TorchBackend(build_model(cfg.backbone, cfg.head)), card_from_config(config_dict(cfg)))

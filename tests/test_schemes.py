@@ -163,7 +163,7 @@ def test_data_summary_names_the_scheme_and_hints_at_it(tmp_path, capsys):
 
 
 def test_dlib_comparisons_stay_68_point():
-    from facealign.baselines.dlib_ert import make_config
+    from facealign.training.dlib_ert import make_config
     from facealign.evaluation.evaluate import check_scheme
     with pytest.raises(ValueError, match="trains the 68-point ibug68 scheme only"):
         make_config(scheme="wflw98")

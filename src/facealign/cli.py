@@ -84,7 +84,7 @@ def cmd_boxes(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from facealign.baselines.trained import get_trained_baseline
+    from facealign.training.baselines import get_trained_baseline
     make_config, train = get_trained_baseline(args.method)
     overrides = {k: getattr(args, k) for k in ("out", "cache_dir", "threads") if getattr(args, k) is not None}
     cfg = make_config(data=args.data, **overrides, **_set_pairs(args.set))

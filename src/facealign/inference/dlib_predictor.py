@@ -1,7 +1,7 @@
 """dlib's 68-point shape predictor (Kazemi & Sullivan 2014) as a baseline.
 
 `DlibPredictor()` is the model dlib ships (trained on iBUG 300-W); `DlibPredictor(path, name)` wraps any
-other dlib shape-predictor file, e.g. a `dlib-ert` run's predictor.dat (`facealign.baselines.dlib_ert`), with
+other dlib shape-predictor file, e.g. a `dlib-ert` run's predictor.dat (`facealign.training.dlib_ert`), with
 exactly the same box conversion, so the two are compared on identical inputs.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ class DlibPredictor:
 
 
 # ---------------------------------------------------------------- runs of `facealign baseline dlib-ert`
-# (trained by facealign.baselines.dlib_ert; loading them lives here, below the evaluation layer)
+# (trained by facealign.training.dlib_ert; loading them lives here, below the evaluation layer)
 ERT_MODEL_FILE = "predictor.dat"
 ERT_NAME = "dlib-ert"
 

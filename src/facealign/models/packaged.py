@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from facealign.checkpoint import CheckpointError, load_checkpoint
+from facealign.models.checkpoint import CheckpointError, load_checkpoint
 from facealign.data.schemes import SchemeError, get_scheme
 from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model

@@ -20,8 +20,8 @@ from facealign.evaluation.evaluate import TorchPredictor, evaluate_split, load_p
 from facealign.hardware import available_cpus, cpu_model
 from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.study.report import GRID_FILE, eval_path, write_report
-from facealign.train_config import make_config
-from facealign.train import train
+from facealign.training.config import make_config
+from facealign.training.loop import train
 
 BACKBONES = ("efficientnet_b0", "convnextv2_nano")
 HEAD_LOSSES = {"heatmap": ("mse", "bce", "focal"), "regression": ("mse", "wing", "awing")}

@@ -74,10 +74,10 @@ class RunRecord:
 
     @property
     def preset(self) -> str:
-        """The `facealign.train_config.PRESETS` entry whose every value the config has ('-': baselines, 'custom')."""
+        """The `facealign.training.config.PRESETS` entry whose every value the config has ('-': baselines, 'custom')."""
         if self.config is None:
             return "-"
-        from facealign.train_config import PRESETS
+        from facealign.training.config import PRESETS
         cfg = self.config["config"]
         return next((n for n, p in PRESETS.items() if all(cfg.get(k) == v for k, v in p.items())), "custom")
 

@@ -1,4 +1,5 @@
-"""Training: a readable loop, checkpoints and exact resume (the config and presets: `facealign.train_config`).
+"""The training loop: checkpoints, validation and exact resume (the config and presets: `facealign.training.config`;
+the data: `facealign.training.prepare` and `facealign.training.loaders`).
 
 Determinism: shuffling (DistributedSampler seeded with `seed`, reshuffled per
 epoch), augmentation (a function of seed, epoch, index) and torch's RNG (reseeded
@@ -15,33 +16,27 @@ import platform
 import signal
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
-from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from facealign.detection.boxes import BoxCache, DetectorConfig, best_detection, boxes_for, detect_missing
-from facealign.detection.detectors import get_detector
-from facealign.data.cache import CacheSpec, build_crop_cache
-from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, format_counts, split_skipped
-from facealign.data.dataset import CachedFaces, EpochSampler
-from facealign.data.errors import DataError
-from facealign.data.tensor_augment import DeviceFaces
-from facealign.data.layouts import index_dataset, split_train_val
+from facealign.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from facealign.data.counts import format_counts
+from facealign.data.dataset import CachedFaces
 from facealign.data.schemes import get_scheme
-from facealign.data.images import load_rgb
+from facealign.evaluation.metrics import per_image_nme
 from facealign.fpstate import flush_denormals
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
-from facealign.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from facealign.losses import build_loss, compute_loss
-from facealign.evaluation.metrics import per_image_nme
 from facealign.models import HEADS, build_model
+from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
-from facealign.train_config import RESUME_FREE, TrainConfig, config_dict
+from facealign.training.config import RESUME_FREE, TrainConfig, config_dict
+from facealign.training.loaders import build_batches
+from facealign.training.losses import build_loss, compute_loss
+from facealign.training.prepare import check_scheme, prepare_data
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,156 +61,6 @@ def environment() -> dict:
             "python": platform.python_version(), "cuda": torch.cuda.is_available(),
             "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
             "threads": torch.get_num_threads(), "cpu": cpu_summary()}
-
-
-# ---------------------------------------------------------------- data
-def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = None):
-    """Crop caches for the train and validation parts of the training pool.
-
-    counts: filled with the faces found, used and dropped by reason (`facealign.data.counts.face_counts`)."""
-    from facealign.data.pack import is_pack, pack_caches
-    counts = {} if counts is None else counts
-    if cfg.data is None:
-        raise DataError("no training data given: `facealign train --data ROOT` (a data root or a pack file)")
-    detectors = cfg.train_detectors.split("+")
-    if is_pack(cfg.data):  # a `facealign data pack` file: no raw photos, detector or box cache needed
-        if len(detectors) > 1 and cfg.train_box == "detector":
-            raise DataError(f"train_detectors={cfg.train_detectors}: a pack holds one detector's boxes; train "
-                            "from the data root to crop with several detectors")
-        out = pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
-                          CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,
-                          cfg.drop_undetected, cfg.cache_dir, progress=progress)
-        counts.update(_pack_counts(cfg, out[0], out[1]))
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index = index_dataset(cfg.data, cfg.layout, cfg.splits, num_points=get_scheme(cfg.scheme).num_points)
-    pool = index.records(cfg.train_split)
-    train, val = split_train_val(pool, cfg.val_fraction, cfg.seed)
-    before = len(train) + len(val)
-    # the first detector's cache also serves validation and the counts; the others add training crops only
-    box_caches = [BoxCache(cfg.data, cfg.cache_dir, DetectorConfig(name=d)) for d in detectors]
-    box_cache = box_caches[0]
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
-    spec = CacheSpec(size=cfg.size, context=cfg.context)
-    # one visible, parallel detection pass (as `facealign boxes`) instead of a silent one face at a time below
-    detect_missing(train + val, (cfg.train_box, cfg.val_box), box_cache, progress=progress)
-    for extra in box_caches[1:]:
-        detect_missing(train, (cfg.train_box,), extra, progress=progress)
-    if cfg.drop_undetected:
-        # A whole-image fallback box would teach the model nonsense crops, and in validation
-        # the few such faces (NME ~2.6 each) would swamp the mean that picks the best checkpoint.
-        val = [r for r in val if _detected(r, box_cache)] if cfg.val_box == "detector" else val
-    train_records, train_boxes, crops_per_detector = _training_crops(
-        train, cfg, box_caches if cfg.train_box == "detector" else box_caches[:1])
-    caches = [build_crop_cache(train_records, train_boxes, spec, folder, progress=progress)]
-    if cfg.val_fraction != 0:
-        boxes, _ = boxes_for(val, cfg.val_box, cache=box_cache, detect=True)
-        caches.append(build_crop_cache(val, boxes, spec, folder, progress=progress))
-    for c in box_caches:
-        c.save()
-    # counts are faces: a face cropped by two detectors is one training face (two crops)
-    found_train, cached_train = {r.key for r in train_records}, set(caches[0].keys)
-    used = {"training": len(cached_train), **({"validation": len(caches[1])} if len(caches) > 1 else {})}
-    undecodable = len(found_train - cached_train) + (len(val) - len(caches[1]) if len(caches) > 1 else 0)
-    counts.update(face_counts(cfg.train_split, len(pool), split_skipped(index, cfg.train_split), used,
-                              {DETECTOR_MISS: before - len(found_train) - len(val), UNDECODABLE: undecodable}))
-    if len(box_caches) > 1 and cfg.train_box == "detector":
-        counts["training_crops"] = crops_per_detector  # crops before decoding, per detector
-    if len(caches) == 1:
-        return caches[0], None, []  # a final fit on every training face: no validation
-    cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
-    return caches[0], caches[1], [r for r in val if r.key in cached]
-
-
-def _training_crops(train, cfg: TrainConfig, box_caches: list[BoxCache]):
-    """(records, boxes (N, 4), {detector: crops}) of the training crops: each face once per detector in
-    `box_caches` (once for a protocol without a detector); with drop_undetected, a detector's misses are left
-    out of its crops."""
-    records, boxes, per_detector = [], [], {}
-    for box_cache in box_caches:
-        kept = [r for r in train if _detected(r, box_cache)] if cfg.drop_undetected and \
-            cfg.train_box == "detector" else train
-        per_detector[box_cache.detector.name] = len(kept)
-        if kept:
-            records += kept
-            boxes.append(boxes_for(kept, cfg.train_box, cache=box_cache, detect=True)[0])
-    if not records:
-        raise DataError(f"no training face was found by the detector(s) {cfg.train_detectors}")
-    return records, np.concatenate(boxes), per_detector
-
-
-def _pack_counts(cfg: TrainConfig, train_cache, val_cache) -> dict:
-    """A pack's training counts: its faces of the split; the only drop left is a detector miss."""
-    from facealign.data.pack import read_pack
-    with read_pack(cfg.data) as pack:
-        found = len(pack.records(cfg.train_split))
-    used = {"training": len(train_cache), **({"validation": len(val_cache)} if val_cache is not None else {})}
-    return face_counts(cfg.train_split, found, [], used, {DETECTOR_MISS: found - sum(used.values())})
-
-
-def _detected(record, box_cache: BoxCache) -> bool:
-    dets = box_cache.get(record.image)
-    if dets is None:
-        dets = get_detector(box_cache.detector.name)(load_rgb(record.image), box_cache.detector.upsample)
-        box_cache.put(record.image, dets)
-    return best_detection(dets, record.landmarks) is not None
-
-
-# ---------------------------------------------------------------- batches
-class WorkerBatches:
-    """The per-sample numpy path: `CachedFaces` in DataLoader worker processes that persist across epochs."""
-
-    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
-        self.dataset = CachedFaces(cache, augment=cfg.augment, seed=cfg.seed, mirror=mirror)
-        self.device = device
-        self.sampler = EpochSampler(sampler)
-        self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=cfg.workers,
-                                 drop_last=True, persistent_workers=cfg.workers > 0,
-                                 pin_memory=device.type == "cuda")
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def epoch(self, epoch: int):
-        # Persistent workers hold a copy of the dataset: the epoch travels with each index instead.
-        self.sampler.set_epoch(epoch)
-        for batch in self.loader:
-            yield (batch["image"].to(self.device, non_blocking=True), batch["coords"].to(self.device, non_blocking=True))
-
-
-class TensorBatches:
-    """Batched augmentation on the training device (`DeviceFaces`); no worker processes."""
-
-    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
-        self.faces = DeviceFaces(cache, device, augment=cfg.augment, seed=cfg.seed, mirror=mirror)
-        self.sampler, self.batch_size = sampler, batch_size
-
-    def __len__(self) -> int:
-        return len(self.sampler) // self.batch_size  # drop_last, like the DataLoader path
-
-    def epoch(self, epoch: int):
-        order = list(self.sampler)  # the sampler was set to this epoch: same order as the DataLoader path
-        for b in range(len(self)):
-            yield self.faces.batch(order[b * self.batch_size:(b + 1) * self.batch_size], epoch)
-
-
-LOADERS = {"tensor": TensorBatches, "workers": WorkerBatches}
-
-
-def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
-    """mirror: the landmark scheme's mirror permutation for flips (None: the 68-point one)."""
-    if cfg.loader not in LOADERS:
-        raise ValueError(f"unknown loader {cfg.loader!r}; valid: {', '.join(LOADERS)}")
-    return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device, mirror)
-
-
-def check_scheme(cache, scheme, data) -> None:
-    """A cache (from a pack, or a root indexed with the scheme) whose faces have another point count is an error."""
-    k = cache.landmarks.shape[1]
-    if k != scheme.num_points:
-        raise ValueError(f"{data} holds {k}-point faces but the scheme {scheme.name} has {scheme.num_points} "
-                         f"points; choose the scheme with --set scheme=NAME")
 
 
 # Autocast dtype per mode. `auto` is fp16 on CUDA and fp32 on the CPU: on a Xeon with AMX, bf16 autocast

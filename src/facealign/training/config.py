@@ -39,7 +39,7 @@ class TrainConfig:
     head: str = _opt("heatmap", "head: regression, heatmap, fpn, fpn4, fpn16 (facealign.models.HEADS; the fpn "
                            "heads are heatmap heads)")
     loss: str = _opt("mse", "loss for the head's kind: regression: mse, wing, awing; heatmap heads: mse, bce, "
-                          "focal, integral, integral_bce (facealign.losses.LOSSES)")
+                          "focal, integral, integral_bce (facealign.training.losses.LOSSES)")
     feature_index: int = _opt(-1, "backbone feature map the head reads (-1: the last)")
     init: str | None = _opt(None, "backbone initialisation: imagenet (tf_efficientnet_lite0), mediapipe "
                                  "(mediapipe_facemesh), a local .safetensors/.pt weights file, or null (random)")

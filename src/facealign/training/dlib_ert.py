@@ -1,7 +1,7 @@
 """`dlib-ert`: dlib's ensemble-of-regression-trees shape predictor (Kazemi & Sullivan 2014,
 `dlib.train_shape_predictor`) trained by us on exactly our models' training faces: the equal-data baseline.
 
-The pool is built as `facealign.train.prepare_data` builds it: the `train` split (300W: afw + helen/trainset),
+The pool is built as `facealign.training.prepare.prepare_data` builds it: the `train` split (300W: afw + helen/trainset),
 `val_fraction` held out by photo with the same seed, detector boxes from the shared box cache, and faces the
 detector misses dropped (`drop_undetected`). Each training face is also added mirrored (`mirror`: image flipped,
 box mirrored, landmarks through `facealign.data.scheme.flip_landmarks`), as in dlib's own 300-W training set.
@@ -163,7 +163,7 @@ def to_dlib(samples: list[Sample]):
 
 def _boxes(records, protocol: str, cfg: DlibErtConfig, cache: BoxCache):
     """(kept records, their boxes (n, 4), dropped count): misses are dropped under `drop_undetected`."""
-    miss = "skip" if cfg.drop_undetected else "whole-image"  # as facealign.train.prepare_data
+    miss = "skip" if cfg.drop_undetected else "whole-image"  # as facealign.training.prepare.prepare_data
     fb = face_boxes(records, protocol, miss, cache=cache, detect=True)
     kept = np.flatnonzero(fb.kept)
     return [records[i] for i in kept], fb.boxes[kept], len(records) - len(kept)
@@ -217,7 +217,7 @@ def dlib_options(cfg: DlibErtConfig, threads: int):
 def environment() -> dict:
     import dlib
 
-    from facealign.train import environment as train_environment
+    from facealign.training.loop import environment as train_environment
     return {**train_environment(), "dlib": dlib.__version__}
 
 

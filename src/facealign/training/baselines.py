@@ -10,7 +10,7 @@ from typing import Callable
 
 
 def _dlib_ert():
-    from facealign.baselines import dlib_ert
+    from facealign.training import dlib_ert
     return dlib_ert.make_config, dlib_ert.train_ert
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models.heatmap import gaussian_heatmaps
+from facealign.models.heatmap import gaussian_heatmaps
 
 __all__ = [
     "COORD_SCALE",
