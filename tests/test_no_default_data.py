@@ -47,10 +47,10 @@ def test_the_library_says_so_too():
 
 
 def test_demo_and_export_default_to_generated_faces(monkeypatch):
-    import facealign.demo
+    import facealign.commands.demo
     p = build_parser()
     assert p.parse_args(["demo"]).data is None
     assert p.parse_args(["export", "fast", "-o", "x.onnx"]).data is None
     calls = []
-    monkeypatch.setattr(facealign.demo, "demo", lambda data: calls.append(data) or 0)
+    monkeypatch.setattr(facealign.commands.demo, "demo", lambda data: calls.append(data) or 0)
     assert main(["demo"]) == 0 and calls == [None]

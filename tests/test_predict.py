@@ -338,7 +338,7 @@ def test_safe_stem_and_output_names(tmp_path):
 
 # ---------------------------------------------------------------- demo
 def test_prediction_demo_writes_json_and_annotated_image(model_path, tmp_path, capsys):
-    from facealign.demo import run_prediction_demo
+    from facealign.commands.demo import run_prediction_demo
     assert run_prediction_demo(tmp_path / "demo", model=model_path) == 0
     out = capsys.readouterr().out
     assert f"annotated image: {tmp_path / 'demo' / 'astronaut_annotated.png'}" in out
@@ -347,7 +347,7 @@ def test_prediction_demo_writes_json_and_annotated_image(model_path, tmp_path, c
 
 
 def test_demo_falls_back_to_metrics_demo_without_default(monkeypatch, tmp_path, capsys):
-    import facealign.demo as demo
+    import facealign.commands.demo as demo
     calls = []
     monkeypatch.setattr(demo, "default_model_available", lambda: False)
     monkeypatch.setattr(demo, "run_demo", lambda data, out_dir: calls.append(data) or 0)

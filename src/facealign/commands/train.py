@@ -13,6 +13,7 @@ import shlex
 import sys
 
 HELP = "train one model (resumable; --config RUN/config.json re-runs a run)"
+INTERRUPT_HINT = "continue from the last finished epoch with the same command plus --resume"
 
 # TrainConfig fields with a flag of their own (--set reaches every field).
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",

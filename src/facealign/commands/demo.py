@@ -1,4 +1,4 @@
-"""`make demo`: the main job on an embedded default.
+"""`facealign demo` (`make demo`): the main job on an embedded default.
 
 With the packaged default model installed, the demo runs `facealign predict` on scikit-image's
 public-domain `astronaut.png` and writes the JSON and an annotated image into `results/demo/`.
@@ -9,6 +9,7 @@ each test face's box, printing NME/AUC/FR and writing a CED plot.
 """
 from __future__ import annotations
 
+import argparse
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +23,18 @@ from facealign.data.summary import format_summary
 from facealign.data.synthetic import make_300w_fixture
 from facealign.evaluation.metrics import evaluate_landmarks
 from facealign.evaluation.report import plot_ced
+
+HELP = "landmarks on a sample photo with the packaged default model (results/demo)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="a 300W data root for the metrics demo run while no default model is installed (default: "
+                        "a generated 300W-style fixture)")
+
+
+def run(args) -> int:
+    return demo(args.data)
 
 
 def mean_shape_baseline(train, test, protocol: str = "gt") -> np.ndarray:
