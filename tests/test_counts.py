@@ -72,7 +72,7 @@ def test_counts_always_add_up():
 
 
 def test_training_from_a_pack_counts_its_faces(messy_root, tmp_path):
-    from facealign.data.pack import write_pack
+    from facealign.data.pack_writer import write_pack
     from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     pack = tmp_path / "train.fapack"

@@ -13,8 +13,8 @@ from facealign.detection import detectors as detectors_mod
 from facealign.detection.boxes import boxes_for, landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.layouts import index_dataset
-from facealign.data.pack import (FORMAT, FORMAT_VERSION, PackError, cache_from_pack, is_pack, pack_caches,
-                                 read_pack, write_pack)
+from facealign.data.pack import FORMAT, FORMAT_VERSION, PackError, cache_from_pack, is_pack, pack_caches, read_pack
+from facealign.data.pack_writer import write_pack
 from facealign.data.synthetic import make_300w_fixture
 from facealign.training.loop import train
 from facealign.training.prepare import prepare_data

@@ -60,7 +60,7 @@ def test_one_detector_is_the_default_and_unknown_names_are_refused(tmp_path):
 
 def test_a_pack_cannot_serve_two_detectors(tmp_path, rng):
     from facealign.data.errors import DataError
-    from facealign.data.pack import write_pack
+    from facealign.data.pack_writer import write_pack
     from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     write_faces(tmp_path / "d" / "train", 3, rng, size=96, prefix="tr")

@@ -78,7 +78,7 @@ def run_show(args) -> int:
 
 
 def run_pack(args) -> int:
-    from facealign.data.pack import write_pack
+    from facealign.data.pack_writer import write_pack
     from facealign.data.schemes import get_scheme
     s = write_pack(args.root, args.output, args.split, box=args.box, size=args.size, context=args.context,
                    margin=args.margin, layout=args.layout, cache_dir=args.cache_dir, progress=not args.quiet,
