@@ -53,7 +53,7 @@ def file_sha256(path: Path) -> str:
 
 def graph_file(model: str, backend: str) -> Path:
     """The file a backend runs for a packaged model: its safetensors (torch) or its shipped int8 graph."""
-    from facealign.models.registry import packaged_int8_path, packaged_path
+    from facealign.models.weights import packaged_int8_path, packaged_path
     return packaged_int8_path(model) if backend == "onnx-int8" else packaged_path(model)
 
 

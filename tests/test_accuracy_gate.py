@@ -49,7 +49,7 @@ def measured(subset):
 
 
 def test_reference_covers_every_shipped_graph():
-    from facealign.models.registry import PACKAGED_MODELS
+    from facealign.models.weights import PACKAGED_MODELS
     assert set(GRAPHS) == set(PACKAGED_MODELS) == set(REF["models"])
     for model, backends in GRAPHS.items():
         assert set(REF["models"][model]) == set(backends)

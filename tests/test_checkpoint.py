@@ -105,7 +105,7 @@ def test_corrupt_safetensors_is_detected(tmp_path):
 
 
 def test_shipped_default_matches_its_digest():
-    from facealign.models.registry import packaged_path
+    from facealign.models.weights import packaged_path
     path = packaged_path("default")
     card = json.loads(path.with_suffix(".json").read_text())
     assert hashlib.sha256(path.read_bytes()).hexdigest() == card["weights_sha256"]

@@ -44,7 +44,7 @@ def test_train_flags_list_the_registered_names():
 def test_detector_backend_and_model_flags_list_the_registered_names():
     from facealign.detection.detectors import DETECTORS
     from facealign.inference.backends import BACKENDS
-    from facealign.models.registry import PACKAGED_MODELS
+    from facealign.models.weights import PACKAGED_MODELS
     for command in ("facealign boxes", "facealign evaluate", "facealign predict"):
         assert all(name in _help(command, "--detector") for name in DETECTORS), command
     assert all(name in _help("facealign predict", "--backend") for name in BACKENDS)

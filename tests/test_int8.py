@@ -84,7 +84,7 @@ def test_onnx_int8_backend_by_name_and_path(quantized, model_path):
 
 
 def test_packaged_default_int8_is_shipped_and_within_one_percent():
-    from facealign.models.registry import packaged_int8_path
+    from facealign.models.weights import packaged_int8_path
     for name in ("default", "fast"):
         path = packaged_int8_path(name)
         report = json.loads(path.with_suffix(".json").read_text())

@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from facealign.inference.aligner import Face  # noqa: E402
-from facealign.models.registry import packaged_path  # noqa: E402
+from facealign.models.weights import packaged_path  # noqa: E402
 from facealign.serve.app import create_app  # noqa: E402
 from facealign.serve.command import build_pool  # noqa: E402
 from facealign.serve.config import ServeConfig  # noqa: E402

@@ -11,7 +11,7 @@ HELP = "every packaged model x backend vs dlib: accuracy, latency, start-up, mem
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from facealign.inference.backends import BACKENDS
-    from facealign.models.registry import PACKAGED_MODELS
+    from facealign.models.weights import PACKAGED_MODELS
     p.add_argument("--data", type=Path, required=True, help="300W data root")
     p.add_argument("--model", nargs="+", default=list(PACKAGED_MODELS),
                    help="models to compare (default: every packaged model); names, .safetensors, .pt or .onnx files")

@@ -102,7 +102,7 @@ def run_prediction_demo(out_dir: Path = Path("results/demo"), model: str | Path 
 
 
 def default_model_available() -> bool:
-    from facealign.models.registry import packaged_path
+    from facealign.models.weights import packaged_path
     try:
         packaged_path("default")
         return True

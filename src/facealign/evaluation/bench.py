@@ -49,7 +49,7 @@ from facealign.evaluation.bench_child import BENCH_MISSES, measure_startup, reco
 from facealign.detection.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
 from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
 from facealign.inference.backends import BACKENDS
-from facealign.models.registry import PACKAGED_MODELS
+from facealign.models.weights import PACKAGED_MODELS
 
 METHODS = (*BACKENDS, "dlib")
 
@@ -261,7 +261,7 @@ def bench_command(data, models, backends, split, repeats, threads, output=None, 
 def bench_rows(models, backends) -> list[dict]:
     """(model, backend) pairs to measure, then dlib: every model on every backend it has (a packaged model
     without an int8 graph has no onnx-int8 row; a .pt checkpoint runs on torch only)."""
-    from facealign.models.registry import packaged_int8_path
+    from facealign.models.weights import packaged_int8_path
     rows = []
     for model in models:
         for backend in backends:
@@ -283,7 +283,7 @@ def _warm_onnx(model) -> None:
     """Build the ONNX cache of a model before timing (the first onnx start exports it)."""
     from facealign.inference.backends import read_card_file
     from facealign.inference.onnx_build import cached_onnx
-    from facealign.models.registry import model_file
+    from facealign.models.weights import model_file
     path = model_file(model)
     if path.suffix == ".safetensors":
         cached_onnx(path, read_card_file(path))

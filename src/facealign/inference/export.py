@@ -200,7 +200,7 @@ def run_quantize(model, output, data, n: int = 256, split: str = "train", eval_s
     from facealign.inference.onnx_build import cached_onnx
     from facealign.inference.quantize import quantize_int8
     from facealign.atomic import atomic_write_json
-    from facealign.models.registry import model_file
+    from facealign.models.weights import model_file
     path = model_file(model)
     fp32 = path if path.suffix == ".onnx" else cached_onnx(path, read_card_file(path), fixed=False)
     card = read_card(fp32)

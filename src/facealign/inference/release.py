@@ -12,7 +12,7 @@ from facealign.evaluation.evaluate import evaluate
 from facealign.inference.backends import LandmarkRunner
 from facealign.atomic import atomic_write_json
 from facealign.models.packaged import load_model, save_packaged
-from facealign.models.registry import PACKAGED_MODELS, packaged_path
+from facealign.models.weights import PACKAGED_MODELS, packaged_path
 
 LICENCE_NOTE = ("Trained on 300-W (iBUG) images and annotations, which are licensed for non-commercial research "
                 "only; these weights inherit that restriction.")
