@@ -13,7 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from facealign.hardware import cpu_has_fast_bf16, cpu_summary
-from facealign.losses import build_loss, compute_loss
+from facealign.training.losses import build_loss, compute_loss
 from facealign.models import build_model
 
 p = argparse.ArgumentParser()

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from facealign.bench import format_ratios
+from facealign.evaluation.bench import format_ratios
 
 
 def main(argv: list[str] | None = None) -> int:

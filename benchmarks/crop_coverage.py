@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from facealign.data.boxes import BoxCache, best_detection, get_box_protocol
+from facealign.detection.boxes import BoxCache, best_detection, get_box_protocol
 from facealign.data.crop import CropTransform
 from facealign.data.layouts import index_dataset
 

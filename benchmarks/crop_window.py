@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 import facealign.data.crop as crop
-from facealign.data.boxes import landmark_box
+from facealign.detection.boxes import landmark_box
 from facealign.data.layouts import index_dataset
-from facealign.evaluate import evaluate_split
-from facealign.imageio import load_rgb
+from facealign.evaluation.evaluate import evaluate_split
+from facealign.data.images import load_rgb
 from facealign.inference import load_runner
 
 

@@ -12,12 +12,12 @@ import argparse
 import warnings
 from pathlib import Path
 
-from facealign.data.boxes import BoxCache, DetectorConfig
-from facealign.data.detectors import get_detector
+from facealign.detection.boxes import BoxCache, DetectorConfig
+from facealign.detection.detectors import get_detector
 from facealign.data.layouts import index_dataset
-from facealign.detection_eval import photos_of
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json
+from facealign.detection.evaluation import photos_of
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_json
 
 
 def main() -> None:

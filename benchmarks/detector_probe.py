@@ -13,7 +13,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 
 
 def main() -> None:

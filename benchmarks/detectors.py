@@ -7,10 +7,10 @@ Detector runs (raw boxes, scores, seconds per photo) are saved in --runs and res
 helen/trainset (the training split: min_score and the box maps are chosen there) and helen/testset (the
 `common` split: everything is reported there). `dlib-cnn` takes seconds per photo here, so it runs on the
 first --cnn-test test photos only (and --cnn-train training photos): it gets no chosen min_score, no box map
-and no NME, and every detector is also reported on its photos (`cnn_subset`). Matching rules: facealign.detection_eval.
+and no NME, and every detector is also reported on its photos (`cnn_subset`). Matching rules: facealign.detection.evaluation.
 
 Writes the JSON summary (-o) and, unless --no-maps, the fitted box maps into
-src/facealign/data/box_maps.json. `--timing N` instead times every detector on the first N test photos,
+src/facealign/detection/box_maps.json. `--timing N` instead times every detector on the first N test photos,
 alternating detectors photo by photo in this one process (1 thread each), and merges that into -o.
 """
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.boxes import BoxCache, DetectorConfig
-from facealign.data.detectors import BOX_MAPS_FILE, BoxMap, box_maps, raw_detector
+from facealign.detection.boxes import BoxCache, DetectorConfig
+from facealign.detection.detectors import BOX_MAPS_FILE, BoxMap, box_maps, raw_detector
 from facealign.data.layouts import index_dataset
-from facealign.detection_eval import box_map_report, photos_of, run_detector, timing, tradeoff
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_json
+from facealign.detection.evaluation import box_map_report, photos_of, run_detector, timing, tradeoff
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_json
 
 CONFIGS = [("dlib", 0), ("dlib", 1), ("mtcnn", 0), ("mtcnn", 1), ("dlib-cnn", 0)]
 THRESHOLDS = {"dlib": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0],
@@ -43,7 +43,7 @@ def tag(name, up):
     return f"{name}-up{up}"
 
 
-CURRENT = {"dlib": 0.2}  # defaults in place before this measurement (facealign.data.detectors.DEFAULT_MIN_SCORES)
+CURRENT = {"dlib": 0.2}  # defaults in place before this measurement (facealign.detection.detectors.DEFAULT_MIN_SCORES)
 
 
 def choose_min_score(rows: list[dict], current: float | None = None) -> dict:
@@ -59,7 +59,7 @@ def choose_min_score(rows: list[dict], current: float | None = None) -> dict:
 def nme_with(data: Path, photos, run: dict, name: str, up: int, min_score: float, bmap: BoxMap | None,
              models=("default", "dlib")) -> dict:
     """NME on the common split with this run's boxes (mapped, below min_score dropped; misses get the gt box)."""
-    from facealign.evaluate import evaluate_split, load_predictor
+    from facealign.evaluation.evaluate import evaluate_split, load_predictor
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = BoxCache(data, Path(tmp), DetectorConfig(name, up))
@@ -79,9 +79,9 @@ def nme_with(data: Path, photos, run: dict, name: str, up: int, min_score: float
 def nme_on_photos(records, photos, run: dict, min_score: float, bmap: BoxMap | None,
                   models=("default", "dlib")) -> dict:
     """NME of each model on the faces of `photos` with this run's boxes (as `nme_with`, on a subset)."""
-    from facealign.data.boxes import best_detection, landmark_box
-    from facealign.evaluate import load_predictor, predict_records
-    from facealign.metrics import evaluate_landmarks
+    from facealign.detection.boxes import best_detection, landmark_box
+    from facealign.evaluation.evaluate import load_predictor, predict_records
+    from facealign.evaluation.metrics import evaluate_landmarks
     keys = {p.key for p in photos}
     recs = [r for r in records if f"{r.subset}/{Path(r.image).name}" in keys]
     boxes, misses = [], 0

@@ -1,6 +1,6 @@
 """The study's grid on a lent GPU in one call: train from packs under a deadline, evaluate, return <= 8 files.
 
-Trains every experiment of the named grids (`facealign.experiments.GRIDS`) at `--preset` (default `seed`:
+Trains every experiment of the named grids (`facealign.study.experiments.GRIDS`) at `--preset` (default `seed`:
 224 px, batch 64, 40 epochs) as separate `facealign train` processes, `--parallel` at a time, from a train
 pack. At the training deadline the running ones are stopped (SIGTERM between atomic checkpoint writes:
 `--resume` continues them) and the ones not started are recorded as such. Each run's best checkpoint is then
@@ -79,7 +79,7 @@ class Job:
 
 
 def lever_jobs(names: list[str], preset: str) -> list[Job]:
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
         raise ValueError(f"unknown lever(s) {', '.join(unknown)}; valid: {', '.join(LEVERS)}")
@@ -100,7 +100,7 @@ def log(msg: str, fh=None) -> None:
 
 def experiments(grids: list[str], extra: list[str], only: str | None):
     """The grids' experiments plus `--extra BACKBONE:INIT` (its 6 head/loss runs), filtered by `only`."""
-    from facealign.experiments import HEAD_LOSSES, Experiment, select
+    from facealign.study.experiments import HEAD_LOSSES, Experiment, select
     runs = select(only, False, tuple(grids))
     for spec in extra:
         backbone, _, init = spec.partition(":")
@@ -169,7 +169,7 @@ def evaluate_pack(predictor, pack_path: str, split: str, keep_predictions: bool 
     """Per-face NME on a pack's split from its stored boxes, predictions mapped back to image pixels
     (returned as `predictions`, (faces, 68, 2) pixels rounded to 0.01, if `keep_predictions`: ensembles)."""
     from facealign.data.pack import read_pack
-    from facealign.metrics import evaluate_landmarks
+    from facealign.evaluation.metrics import evaluate_landmarks
     t0 = time.time()
     with read_pack(pack_path) as pack:
         faces = pack.records(split)
@@ -249,9 +249,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t_start = time.time()
     import torch
-    from facealign.evaluate import TorchPredictor
-    from facealign.io import atomic_write_json
-    from facealign.packaging import package_run
+    from facealign.evaluation.evaluate import TorchPredictor
+    from facealign.atomic import atomic_write_json
+    from facealign.inference.release import package_run
     a.out.mkdir(parents=True, exist_ok=True)
     fh = open(a.out / "grid.log", "a")
     cuda = torch.cuda.is_available()
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     elif a.tiny:  # one heatmap run of the first backbone, one regression run of the last (the --extra one if any)
         mse = [e for e in exps if e.loss == "mse"]
         exps = [mse[0], next(e for e in reversed(mse) if e.head == "regression")]
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     overrides = TINY if a.tiny else ({} if a.levers else DEVICE)  # the default preset trains on detector boxes
     cfg = make_config(a.preset, **overrides)
     # measured for none of these yet: ~6 GiB per training process is a guess with room (B0, 224 px, batch 64, fp16)

@@ -27,7 +27,7 @@ trap 'rm -rf "$WORK"' EXIT
 "$PY" - "$WORK" <<'PY'  # a generated 300W tree and its two packs, as `make device-grid-prep` packs the real one
 import sys, warnings
 from pathlib import Path
-from facealign.data.pack import write_pack
+from facealign.data.pack_writer import write_pack
 from facealign.data.synthetic import make_300w_fixture
 work = Path(sys.argv[1])
 root = make_300w_fixture(work / "300W", {"afw": 6, "helen/trainset": 6, "helen/testset": 3}, size=64)

@@ -4,7 +4,7 @@ Each row runs, in a fresh subprocess, random-noise images of the listed shapes t
 detector (upsample 1) one after the other, then three 3000 x 4000 photos-sized images, and
 reports whether the process finished or died (dlib's heap corruption shows up as an abort in
 a *later* call). `--raw` calls dlib directly; the default goes through
-`facealign.data.detectors.dlib_hog_detect`, which shrinks images beyond its size budgets.
+`facealign.detection.detectors.dlib_hog_detect`, which shrinks images beyond its size budgets.
 
     python benchmarks/dlib_extreme_sizes.py          # facealign's detector wrapper
     python benchmarks/dlib_extreme_sizes.py --raw    # dlib as is
@@ -31,7 +31,7 @@ if raw:
     det = dlib.get_frontal_face_detector()
     run = lambda img: det.run(img, 1, 0.0)
 else:
-    from facealign.data.detectors import dlib_hog_detect
+    from facealign.detection.detectors import dlib_hog_detect
     run = lambda img: dlib_hog_detect(img, 1)
 rng = np.random.default_rng(0)
 for shape in shapes:

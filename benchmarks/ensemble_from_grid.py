@@ -1,7 +1,7 @@
 """Self-ensembles scored from a device grid's stored predictions (`device_grid.py --levers`, issue 20).
 
 Each run's `eval.predictions` (faces x 68 x 2, image pixels) are averaged over the named member sets and scored
-against the test pack's landmarks with the same NME as every table (facealign.metrics). The grid's evaluation
+against the test pack's landmarks with the same NME as every table (facealign.evaluation.metrics). The grid's evaluation
 used the pack's stored detector boxes with flip TTA as the grid says; averaging adds no new input.
 
     python benchmarks/ensemble_from_grid.py docs/runs/device-levers/grid.json --test .device/levers-common.fapack
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from facealign.data.pack import read_pack
-from facealign.io import atomic_write_json
-from facealign.metrics import evaluate_landmarks
+from facealign.atomic import atomic_write_json
+from facealign.evaluation.metrics import evaluate_landmarks
 
 # Member sets: the seeds alone (same recipe), then with the other 60-epoch levers added.
 ENSEMBLES = {
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     stored = dict(preds)
     for model in filter(None, a.models.split(",")):
         from device_grid import evaluate_pack  # the grid's own evaluation: same crops, boxes, mapping back
-        from facealign.evaluate import TorchPredictor
+        from facealign.evaluation.evaluate import TorchPredictor
         preds[model] = np.asarray(evaluate_pack(TorchPredictor(model, "cpu", grid.get("flip_tta")), a.test, split,
                                                 keep_predictions=True)["predictions"], np.float64)
     print(f"{a.grid}: {len(keys)} faces of {split!r}, flip TTA {grid.get('flip_tta')}, device {grid['device']}\n")

@@ -131,7 +131,7 @@ def worker(first: int, last: int, seed: int, results: Path) -> None:
     import contextlib
 
     from facealign.inference.aligner import FaceAligner
-    from facealign.predict import run_predict
+    from facealign.inference.predict import run_predict
     images = base_images()
     encoded = {(i, f): encode(img, f) for i, img in enumerate(images) for f in FORMATS}
     aligner = FaceAligner()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from accuracy_gate import load_reference, measure, subset_records  # noqa: E402
 
 from facealign.hardware import cpu_summary  # noqa: E402
-from facealign.imageio import load_rgb  # noqa: E402
+from facealign.data.images import load_rgb  # noqa: E402
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def run_to_end(cmd: list[str]) -> float:
 
 def checkpoint_state(run: Path) -> str:
     """'none', 'ok (epoch N)' or 'DAMAGED: ...' for checkpoint_last.pt."""
-    from facealign.checkpoint import CheckpointError, load_checkpoint
+    from facealign.models.checkpoint import CheckpointError, load_checkpoint
     path = run / "checkpoint_last.pt"
     if not path.exists():
         return "none"

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from facealign.bench_child import latency_faces, records_and_boxes
+from facealign.evaluation.bench_child import latency_faces, records_and_boxes
 from facealign.inference import LandmarkRunner
 
 

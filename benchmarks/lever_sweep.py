@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from facealign.io import atomic_write_bytes, atomic_write_text
+from facealign.atomic import atomic_write_bytes, atomic_write_text
 
 # name -> TrainConfig overrides on the `default` preset (160 px, fpn, integral_bce, 90 epochs)
 LEVERS: dict[str, dict] = {

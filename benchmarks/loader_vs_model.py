@@ -45,14 +45,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from facealign.data.boxes import BoxCache, boxes_for
+from facealign.detection.boxes import BoxCache, boxes_for
 from facealign.data.cache import CacheSpec, build_crop_cache, cache_key
 from facealign.data.crop import crop_face
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset
 from facealign.data.transforms import AugmentConfig
 from facealign.hardware import cpu_model
-from facealign.imageio import load_rgb
+from facealign.data.images import load_rgb
 
 TARGET_RATIO = 3.0
 

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 
-from facealign.bench_child import latency_faces, records_and_boxes
+from facealign.evaluation.bench_child import latency_faces, records_and_boxes
 from facealign.hardware import available_cpus
 from facealign.inference import OnnxBackend, load_runner
 

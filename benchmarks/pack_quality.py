@@ -22,11 +22,11 @@ from PIL import Image
 
 
 def quality(args) -> None:
-    from facealign.data.boxes import landmark_box
+    from facealign.detection.boxes import landmark_box
     from facealign.data.cache import CacheSpec, zoom_out
     from facealign.data.crop import CropTransform
     from facealign.data.layouts import index_dataset
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     records = index_dataset(args.data).records(args.split)
     sample = records[::args.every]
     spec = CacheSpec(args.size, args.margin, args.context)

@@ -1,7 +1,7 @@
 """Does evaluating from a pack (benchmarks/device_grid.py, no dlib or photos) match the photo harness?
 
 Scores one model on the test pack's split from its stored boxes (`device_grid.evaluate_pack`) and on the raw
-photos with the harness (`facealign.evaluate.evaluate_split`, detector boxes, misses -> gt-box), then compares
+photos with the harness (`facealign.evaluation.evaluate.evaluate_split`, detector boxes, misses -> gt-box), then compares
 the per-face NME of the same faces. Needs the data root and `make device-grid-prep`'s .device/seed-common.fapack.
 
     PYTHONPATH=src python benchmarks/pack_vs_photos.py --model default --data ../shared/data/300W
@@ -28,7 +28,7 @@ def main() -> int:
     spec = importlib.util.spec_from_file_location("device_grid", Path(__file__).with_name("device_grid.py"))
     dg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dg)
-    from facealign.evaluate import TorchPredictor, evaluate_split
+    from facealign.evaluation.evaluate import TorchPredictor, evaluate_split
     predictor = TorchPredictor(a.model)
     packed = dg.evaluate_pack(predictor, a.pack, a.split)
     summary, errors, keys = evaluate_split(predictor, a.data, a.split, "detector", "gt-box")

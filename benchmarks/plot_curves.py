@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from facealign.io import atomic_path  # noqa: E402
+from facealign.atomic import atomic_path  # noqa: E402
 
 
 def main() -> None:

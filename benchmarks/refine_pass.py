@@ -29,7 +29,7 @@ def landmark_frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
 
 def fit_box_map(records, box_cache) -> tuple[np.ndarray, float]:
     """Median detector-box centre offset (in landmark-box sides) and side ratio over detected faces."""
-    from facealign.data.boxes import best_detection
+    from facealign.detection.boxes import best_detection
     offsets, ratios = [], []
     for r in records:
         d = best_detection(box_cache.get(r.image) or [], r.landmarks)
@@ -71,10 +71,10 @@ def main() -> None:
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
-    from facealign.data.boxes import BoxCache, best_detection, boxes_for
+    from facealign.detection.boxes import BoxCache, best_detection, boxes_for
     from facealign.data.layouts import index_dataset, split_train_val
-    from facealign.imageio import load_rgb
-    from facealign.metrics import evaluate_landmarks
+    from facealign.data.images import load_rgb
+    from facealign.evaluation.metrics import evaluate_landmarks
     from facealign.inference import LandmarkRunner
     warnings.simplefilter("ignore")
     index = index_dataset(args.data)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from skimage import data
 
-from facealign.data.detectors import DEFAULT_MIN_SCORES, DETECTORS
+from facealign.detection.detectors import DEFAULT_MIN_SCORES, DETECTORS
 
 img = data.astronaut()
 for name in ("dlib", "mtcnn"):

@@ -3,7 +3,7 @@
 All variants run in ONE invocation on the same machine, each in a fresh child process (so thread pools,
 oneDNN kernel caches and worker processes do not leak between rows), in an interleaved order repeated
 `--rounds` times; the table reports the median per variant. A step is the full training step of
-`facealign.train` (batch from the loader, forward under autocast, loss, backward, AdamW step).
+`facealign.training.loop` (batch from the loader, forward under autocast, loss, backward, AdamW step).
 
 Rows:
 - `before`: the landed loader (numpy per-sample augmentation in 1 DataLoader worker restarted every
@@ -35,10 +35,12 @@ def child(spec: dict) -> dict:
     from torch.utils.data import DataLoader, DistributedSampler
 
     from facealign.data.dataset import CachedFaces
-    from facealign.losses import build_loss, compute_loss
+    from facealign.training.losses import build_loss, compute_loss
     from facealign.models import build_model
-    from facealign.train import amp_dtype, build_batches, head_kind, prepare_data
-    from facealign.train_config import make_config
+    from facealign.training.loaders import build_batches
+    from facealign.training.loop import amp_dtype, head_kind
+    from facealign.training.prepare import prepare_data
+    from facealign.training.config import make_config
 
     torch.set_num_threads(spec["threads"])
     cfg = make_config(spec["preset"], data=spec["data"], batch_size=spec["batch"], loader=spec["loader"],
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     text = "\n".join(header) + "\n\n" + "\n".join(rows) + "\n"
     print(text)
     if args.output:
-        from facealign.io import atomic_write_text
+        from facealign.atomic import atomic_write_text
         atomic_write_text(args.output, text)
         atomic_write_text(args.output.with_suffix(".json"), json.dumps({"header": header, "results": results}, indent=1))
     return 0

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import write_cut_clip  # noqa: E402
 
 from facealign import FaceAligner  # noqa: E402
-from facealign.data.boxes import iou  # noqa: E402
-from facealign.video import predict_video  # noqa: E402
+from facealign.detection.boxes import iou  # noqa: E402
+from facealign.inference.video import predict_video  # noqa: E402
 
 clip = Path(tempfile.mkdtemp()) / "cut.avi"
 write_cut_clip(clip, 20, 10)

@@ -1,7 +1,7 @@
-"""Measure the shot-cut signal of `facealign.tracking.CutDetector` on natural clips and on cuts.
+"""Measure the shot-cut signal of `facealign.inference.tracking.CutDetector` on natural clips and on cuts.
 
 The signal is the Pearson correlation of consecutive frames' 32 x 32 grayscale thumbnails, at the best
-of the shifts up to 2 thumbnail pixels each way (`facealign.tracking.MAX_SHIFT`). Natural clips
+of the shifts up to 2 thumbnail pixels each way (`facealign.inference.tracking.MAX_SHIFT`). Natural clips
 (one shot) should stay high; cuts (another shot) should fall. Prints one row per clip family: the lowest
 correlation within shots and the highest across cuts, the detector's cost per frame, then the margin
 each side of the threshold.
@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import SECOND_FACE_PX, write_clip, write_cut_clip  # noqa: E402
 
-from facealign.tracking import CUT_MIN_CORRELATION, CutDetector, frame_thumbnail, thumbnail_correlation  # noqa: E402
-from facealign.video import iter_frames  # noqa: E402
+from facealign.inference.tracking import CUT_MIN_CORRELATION, CutDetector, frame_thumbnail, thumbnail_correlation  # noqa: E402
+from facealign.inference.video import iter_frames  # noqa: E402
 
 
 def correlations(frames: list[np.ndarray]) -> np.ndarray:
@@ -75,7 +75,7 @@ def pan(photo: np.ndarray, n: int, step: float, noise: float, rng) -> list[np.nd
 
 
 def photos_300w(data: Path, k: int, rng) -> list[np.ndarray]:
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     return [load_rgb(files[i]) for i in rng.choice(len(files), size=k, replace=False)]
 

@@ -42,7 +42,7 @@ def subset_records(data: Path) -> list:
 
 def detect_boxes(records) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) float32 dlib HOG boxes (misses -> gt landmark box) and (N,) bool detector misses."""
-    from facealign.data.boxes import face_boxes
+    from facealign.detection.boxes import face_boxes
     fb = face_boxes(records, "detector", "gt-box", cache=None, detect=True)
     return fb.boxes, fb.missed
 
@@ -53,7 +53,7 @@ def file_sha256(path: Path) -> str:
 
 def graph_file(model: str, backend: str) -> Path:
     """The file a backend runs for a packaged model: its safetensors (torch) or its shipped int8 graph."""
-    from facealign.models.registry import packaged_int8_path, packaged_path
+    from facealign.models.weights import packaged_int8_path, packaged_path
     return packaged_int8_path(model) if backend == "onnx-int8" else packaged_path(model)
 
 
@@ -61,9 +61,9 @@ def measure(model: str, backend: str, records, boxes: np.ndarray, images: list |
     """(N,) inter-ocular NME of one packaged model on one backend; `images` are the records' decoded photos
     (decoded here when None). onnxruntime gets 1 thread; torch keeps the process's setting, which
     `torch.set_num_threads` would change for every later test in the session."""
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     from facealign.inference import load_runner
-    from facealign.metrics import per_image_nme
+    from facealign.evaluation.metrics import per_image_nme
     runner = load_runner(model, backend, threads=None if backend == "torch" else 1)
     images = [load_rgb(r.image) for r in records] if images is None else images
     # the runner's own crop and flip-TTA path, batched over all faces (one network call per 20 crops)
@@ -86,7 +86,7 @@ def write_reference(data: Path) -> dict:
     import torch
 
     from facealign.hardware import cpu_summary
-    from facealign.io import atomic_write_json
+    from facealign.atomic import atomic_write_json
     records = subset_records(data)
     boxes, missed = detect_boxes(records)
     models = {}

@@ -12,7 +12,7 @@ TINY = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", worke
 
 def tiny_config(data: Path, tmp_path: Path, **overrides):
     """A TrainConfig for `data` writing runs and caches under `tmp_path`; TINY plus `overrides`."""
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     return make_config(data=str(data), out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
                        **{**TINY, **overrides})
 

@@ -27,7 +27,7 @@ CASES = [(m, b) for m, backends in GRAPHS.items() for b in backends]
 def subset():
     """(records, frozen boxes (N, 4), decoded images): the gate's faces, each photo decoded once."""
     from conftest import SHARED_300W
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     if not (SHARED_300W / "helen" / "testset").is_dir():
         pytest.skip(f"shared 300W data not found at {SHARED_300W}")
     records = subset_records(SHARED_300W)
@@ -49,7 +49,7 @@ def measured(subset):
 
 
 def test_reference_covers_every_shipped_graph():
-    from facealign.models.registry import PACKAGED_MODELS
+    from facealign.models.weights import PACKAGED_MODELS
     assert set(GRAPHS) == set(PACKAGED_MODELS) == set(REF["models"])
     for model, backends in GRAPHS.items():
         assert set(REF["models"][model]) == set(backends)
@@ -71,7 +71,7 @@ def test_shipped_graph_keeps_its_accuracy(model, backend, measured):
 @pytest.mark.parametrize("model", [m for m, backends in GRAPHS.items() if "onnx-int8" in backends])
 def test_shipped_int8_graph_tracks_its_fp32_model(model, measured):
     """The int8 graph's own report belongs to the shipped file and passed; re-measured here, it still does."""
-    from facealign.export import MAX_INT8_NME_CHANGE
+    from facealign.inference.export import MAX_INT8_NME_CHANGE
     path = graph_file(model, "onnx-int8")
     report = json.loads(path.with_suffix(".json").read_text())
     assert report["output_sha256"] == file_sha256(path), f"{path.with_suffix('.json').name} describes another graph"

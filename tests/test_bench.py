@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from facealign.bench import COLUMNS, format_table, run_bench  # noqa: E402
+from facealign.evaluation.bench import COLUMNS, format_table, run_bench  # noqa: E402
 from facealign.data.synthetic import make_300w_fixture  # noqa: E402
 from facealign.models import build_model  # noqa: E402
 from facealign.models.packaged import save_packaged  # noqa: E402
@@ -75,7 +75,7 @@ def test_bench_table_has_three_rows_and_all_columns(tmp_path, monkeypatch):
 
 
 def test_bench_rows_cover_every_model_on_every_backend_it_has():
-    from facealign.bench import bench_rows
+    from facealign.evaluation.bench import bench_rows
     rows = [(r["model"], r["method"]) for r in bench_rows(["default", "default160", "run/best.pt"],
                                                           ["torch", "onnx", "onnx-int8"])]
     assert rows == [("default", "torch"), ("default", "onnx"), ("default", "onnx-int8"),
@@ -87,12 +87,12 @@ def test_bench_rows_cover_every_model_on_every_backend_it_has():
 def test_dlib_predictor_with_no_boxes():
     import numpy as np
     pytest.importorskip("dlib")
-    from facealign.baselines.dlib_predictor import DlibPredictor
+    from facealign.inference.dlib_predictor import DlibPredictor
     assert DlibPredictor().predict(np.zeros((50, 50, 3), np.uint8), np.zeros((0, 4))).shape == (0, 68, 2)
 
 
 class FakeClock:
-    """time.perf_counter for facealign.bench_child: time moves only when the stubs below say so."""
+    """time.perf_counter for facealign.evaluation.bench_child: time moves only when the stubs below say so."""
 
     def __init__(self):
         self.now = 1000.0
@@ -132,9 +132,9 @@ def test_bench_child_timings_are_the_methods_cost(tmp_path, monkeypatch):
     batch 1: 4 ms per single-face predict -> 4.00 ms/face (median of 7 calls, each 4 ms);
     batch 32: one 32-crop network call of 32 ms -> 1.00 ms/face;
     end to end: 3 photos, each 10 ms of detection + 4 ms for its one face -> 3 / 0.042 s = 71.43 img/s."""
-    import facealign.bench_child as child
-    import facealign.data.boxes as boxes_mod
-    import facealign.data.detectors as detectors_mod
+    import facealign.evaluation.bench_child as child
+    import facealign.detection.boxes as boxes_mod
+    import facealign.detection.detectors as detectors_mod
     root = make_300w_fixture(tmp_path / "300W", {"helen/testset": 3}, size=96)
     clock = FakeClock()
     monkeypatch.setattr(child, "time", clock)
@@ -162,7 +162,7 @@ def test_format_ratios_shows_a_tenfold_slowdown():
     """`make bench`'s summary on hand-made rows: ours took 2 ms/face (batch 1) and 0.5 ms/face (batch 32) when
     recorded, beside dlib's 2 and 1 ms; now 20 and 5 ms beside the same dlib: ratios 10.00× and 5.00× to dlib,
     each 10.00× its recorded ratio. NME 0.03 vs dlib's 0.04: 0.75×, unchanged since recorded."""
-    from facealign.bench import RATIO_COLUMNS, format_ratios
+    from facealign.evaluation.bench import RATIO_COLUMNS, format_ratios
 
     def row(method, model, b1, b32, nme):
         return {"method": method, "model": model, "name": model or "dlib", "ms_batch1": b1, "ms_batch32": b32,

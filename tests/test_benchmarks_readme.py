@@ -57,8 +57,8 @@ def test_scripts_use_public_names_only():
 
 
 def test_the_checker_sees_private_names():
-    src = ("import facealign.data.crop as crop\nfrom facealign.bench_child import _x, y\nimport numpy as np\n"
+    src = ("import facealign.data.crop as crop\nfrom facealign.evaluation.bench_child import _x, y\nimport numpy as np\n"
            "crop._to3(1)\ny._z\nnp._private\n")
-    assert private_uses(src) == ["line 2: from facealign.bench_child import _x", "line 4: crop._to3",
+    assert private_uses(src) == ["line 2: from facealign.evaluation.bench_child import _x", "line 4: crop._to3",
                                  "line 5: y._z"]
     assert "ghost.py" not in scripts() and "device_env/" in scripts()

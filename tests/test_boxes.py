@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from facealign.data.boxes import (BoxCache, best_detection, boxes_for, dlib_shape_model_path, get_box_protocol,
+from facealign.detection.boxes import (BoxCache, best_detection, boxes_for, dlib_shape_model_path, get_box_protocol,
                                   landmark_box, precompute_boxes, whole_image_box)
-from facealign.data.detectors import dlib_hog_detect
+from facealign.detection.detectors import dlib_hog_detect
 from facealign.data.layouts import index_dataset
 
 
@@ -71,7 +71,7 @@ def test_dlib_models_present_and_detector_runs():
 
 
 def test_dlib_finds_real_faces(shared_300w):
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     rec = index_dataset(shared_300w).split("common")[0]
     dets = dlib_hog_detect(load_rgb(rec.image), 1)
     box = best_detection(dets, rec.landmarks)
@@ -85,7 +85,7 @@ def test_dlib_finds_real_faces(shared_300w):
 @pytest.mark.parametrize("budget, value", [("MAX_DETECT_PIXELS", 512 * 512), ("MAX_DETECT_SIDE", 512)])
 def test_huge_images_are_detected_at_a_safe_scale(monkeypatch, budget, value):
     """dlib corrupts its heap on huge upsampled images; those are shrunk first and boxes mapped back."""
-    import facealign.data.detectors as detectors_mod
+    import facealign.detection.detectors as detectors_mod
     skimage_data = pytest.importorskip("skimage.data")
     img = skimage_data.astronaut()  # 512 x 512: 1 Mpx after one upsampling
     full = dlib_hog_detect(img, 1)

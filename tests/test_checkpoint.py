@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from facealign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
+from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
 from facealign.cli import main
 from facealign.data.synthetic import make_300w_fixture
 from facealign.models import build_model
 from facealign.models.packaged import load_model, save_packaged
-from facealign.train import NonFiniteLossError, train
+from facealign.training.loop import NonFiniteLossError, train
 from helpers import tiny_config
 
 CARD = {"name": "t", "backbone": "efficientnet_b0", "head": "regression", "feature_index": -1, "head_kwargs": {},
@@ -105,7 +105,7 @@ def test_corrupt_safetensors_is_detected(tmp_path):
 
 
 def test_shipped_default_matches_its_digest():
-    from facealign.models.registry import packaged_path
+    from facealign.models.weights import packaged_path
     path = packaged_path("default")
     card = json.loads(path.with_suffix(".json").read_text())
     assert hashlib.sha256(path.read_bytes()).hexdigest() == card["weights_sha256"]
@@ -123,7 +123,7 @@ _cfg = tiny_config
 
 def _nan_at(monkeypatch, call: int):
     """Make the training loss NaN on the `call`-th step (1-based)."""
-    import facealign.train as tr
+    import facealign.training.loop as tr
     real, calls = tr.compute_loss, {"n": 0}
 
     def patched(*args, **kwargs):

@@ -38,7 +38,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 def test_evaluate_no_flip_overrides_the_card(fixture_300w, tmp_path, capsys):
     import pytest
 
-    from facealign.evaluate import load_predictor
+    from facealign.evaluation.evaluate import load_predictor
     assert load_predictor("default").flip_tta is True  # its card: flip TTA
     assert load_predictor("default", flip_tta=False).flip_tta is False
     assert load_predictor("fast").flip_tta is False

@@ -11,7 +11,7 @@ from PIL import Image
 from facealign.cli import SIGPIPE_STATUS, main
 from facealign.data.pts import write_pts
 from facealign.data.synthetic import random_face
-from facealign.train import resume_message
+from facealign.training.loop import resume_message
 
 
 def test_predict_to_a_closed_pipe_exits_quietly(model_path, tmp_path):
@@ -29,7 +29,7 @@ def test_predict_to_a_closed_pipe_exits_quietly(model_path, tmp_path):
 def test_a_broken_pipe_in_any_command_is_quiet(monkeypatch, capsys):
     def reader_gone(cfg, **kwargs):
         raise BrokenPipeError(32, "Broken pipe")
-    monkeypatch.setattr("facealign.train.train", reader_gone)
+    monkeypatch.setattr("facealign.training.loop.train", reader_gone)
     assert main(["train", "--data", "x"]) == 141
     assert capsys.readouterr().err == ""
 
@@ -37,7 +37,7 @@ def test_a_broken_pipe_in_any_command_is_quiet(monkeypatch, capsys):
 @pytest.mark.parametrize("rank, lines", [("0", 1), ("1", 0)])
 def test_only_rank_0_prints_the_training_summary(monkeypatch, capsys, rank, lines):
     monkeypatch.setenv("RANK", rank)
-    monkeypatch.setattr("facealign.train.train", lambda cfg, **kwargs: {"best_val_nme": None})
+    monkeypatch.setattr("facealign.training.loop.train", lambda cfg, **kwargs: {"best_val_nme": None})
     assert main(["train", "--data", "x", "--out", "o"]) == 0
     assert capsys.readouterr().out.count("best validation NME - (no validation)") == lines
 
@@ -45,7 +45,7 @@ def test_only_rank_0_prints_the_training_summary(monkeypatch, capsys, rank, line
 def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
     def interrupted(cfg, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("facealign.train.train", interrupted)
+    monkeypatch.setattr("facealign.training.loop.train", interrupted)
     assert main(["train", "--data", "x"]) == 130
     assert capsys.readouterr().err == ("facealign: interrupted; continue from the last finished epoch with the same "
                                        "command plus --resume\n")

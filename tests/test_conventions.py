@@ -10,7 +10,7 @@ from skimage import data as skimage_data
 
 from facealign.cli import main
 from facealign.inference import FaceAligner
-from facealign.outputs import schema_path
+from facealign.inference.outputs import schema_path
 from facealign.version import __version__
 
 ASTRO_BOX = np.array([174.5, 75.5, 265.5, 166.5], np.float32)

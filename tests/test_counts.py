@@ -29,7 +29,7 @@ def messy_root(tmp_path, rng):
 
 
 def test_training_prints_and_records_the_counts(messy_root, tmp_path, capsys):
-    from facealign.train import train
+    from facealign.training.loop import train
     from helpers import tiny_config
     cfg = tiny_config(messy_root, tmp_path, epochs=1, max_steps=1, threads=1)
     train(cfg, progress=False)
@@ -42,7 +42,7 @@ def test_training_prints_and_records_the_counts(messy_root, tmp_path, capsys):
 
 
 def test_detector_misses_are_counted_as_dropped(messy_root, tmp_path, monkeypatch):
-    import facealign.train as t
+    import facealign.training.prepare as t
     from helpers import tiny_config
     real_boxes_for = t.boxes_for
     monkeypatch.setattr(t, "_detected", lambda r, cache: r.pts.stem not in ("tr000_1", "tr001_1"))
@@ -72,8 +72,8 @@ def test_counts_always_add_up():
 
 
 def test_training_from_a_pack_counts_its_faces(messy_root, tmp_path):
-    from facealign.data.pack import write_pack
-    from facealign.train import prepare_data
+    from facealign.data.pack_writer import write_pack
+    from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     pack = tmp_path / "train.fapack"
     write_pack(messy_root, pack, ["train"], box="gt", size=32, progress=False, cache_dir=tmp_path / "b")

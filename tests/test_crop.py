@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facealign.data.boxes import landmark_box
+from facealign.detection.boxes import landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.crop import CropTransform, crop_face
 from facealign.data.dataset import CachedFaces
@@ -82,7 +82,7 @@ def test_cached_crop_equals_direct_crop(fixture_300w, tmp_path):
     boxes = np.stack([landmark_box(r.landmarks) for r in recs])
     cache = build_crop_cache(recs, boxes, CacheSpec(size=64), tmp_path / "c", progress=False)
     ds = CachedFaces(cache)
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     for i, r in enumerate(recs):
         crop, coords = ds.sample(i)
         direct, direct_coords, _ = crop_face(load_rgb(r.image), boxes[i], r.landmarks, 64)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from facealign.bench import choose_default_backends
+from facealign.evaluation.bench import choose_default_backends
 from facealign.inference.backends import DEFAULT_BACKENDS, MAX_DEFAULT_NME_CHANGE, default_backend
 
 BENCH_JSON = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json"

@@ -18,7 +18,7 @@ from PIL import Image
 
 from facealign.data.pts import write_pts
 from facealign.data.synthetic import template_shape
-from facealign.demo import mean_shape_baseline, run_demo
+from facealign.commands.demo import mean_shape_baseline, run_demo
 
 SIDE = 120
 # quarter pixels: exact in binary and in the .pts text, so the file holds exactly these numbers

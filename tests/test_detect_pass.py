@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-import facealign.data.boxes as boxes_mod
-from facealign.data.boxes import BoxCache, detect_missing
+import facealign.detection.boxes as boxes_mod
+from facealign.detection.boxes import BoxCache, detect_missing
 from facealign.data.synthetic import make_300w_fixture
 
 
@@ -46,8 +46,8 @@ def test_detect_missing_detects_only_for_detector_protocols(root, passes, tmp_pa
 
 
 def test_training_data_detects_every_photo_in_one_pass_with_a_bar(root, passes, tmp_path, capsys):
-    from facealign.train_config import make_config
-    from facealign.train import prepare_data
+    from facealign.training.config import make_config
+    from facealign.training.prepare import prepare_data
     cfg = make_config("cpu", data=str(root), size=32, train_box="gt", val_box="detector", drop_undetected=False,
                       cache_dir=str(tmp_path / "cache"))
     prepare_data(cfg, progress=True)
@@ -56,7 +56,7 @@ def test_training_data_detects_every_photo_in_one_pass_with_a_bar(root, passes, 
 
 
 def test_evaluation_detects_the_split_in_one_pass(root, passes, tmp_path):
-    from facealign.evaluate import evaluate_split
+    from facealign.evaluation.evaluate import evaluate_split
 
     class Zeros:  # a predictor that needs no model
         name, flip_tta = "zeros", False

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from facealign.data.detectors import DETECTORS, BoxMap, fit_box_map, get_detector, raw_detector
-from facealign.detection_eval import Photo, box_map_report, match, timing, tradeoff
+from facealign.detection.detectors import DETECTORS, BoxMap, fit_box_map, get_detector, raw_detector
+from facealign.detection.evaluation import Photo, box_map_report, match, timing, tradeoff
 
 
 def test_registry_names_and_errors():
@@ -77,7 +77,7 @@ def test_cli_unknown_detector_is_a_one_line_error(tmp_path, capsys):
 
 def test_mtcnn_through_the_registry_is_mapped(monkeypatch):
     """The registry's mtcnn boxes are the raw ones passed through the shipped BoxMap."""
-    import facealign.data.detectors as det
+    import facealign.detection.detectors as det
     raw_box = np.array([10, 20, 110, 140], np.float32)
     monkeypatch.setitem(det.RAW_DETECTORS, "mtcnn", lambda image, upsample=1: [(raw_box, 0.99)])
     mapped = det._mapped("mtcnn")(np.zeros((8, 8, 3), np.uint8), 1)

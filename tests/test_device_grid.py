@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facealign.experiments import import_grid
-from facealign.study_report import RunRecord, table_rows
+from facealign.study.experiments import import_grid
+from facealign.study.report import RunRecord, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_FILES, LIMIT_BYTES = 8, 16 * 2**20  # what the device tool returns from $OUT
@@ -185,7 +185,7 @@ def test_seed_preset_rows_lead_the_table():
 def test_a_second_import_adds_its_command_and_a_main_report_leads_with_the_preset(tiny, tmp_path):
     """Two device calls into one folder name both commands; a report whose seed/ sub-folder holds a device
     grid shows that grid's rows first and each conclusion's verdict at both presets."""
-    from facealign.study_report import write_report
+    from facealign.study.report import write_report
     out, g = tiny
     second = dict(g, command=g["command"] + " --extra x:y")
     (tmp_path / "g2.json").write_text(json.dumps(second))
@@ -205,7 +205,7 @@ def test_a_second_import_adds_its_command_and_a_main_report_leads_with_the_prese
 
 
 def test_a_conclusion_is_robust_only_with_the_same_all_pairs_verdict_at_every_preset():
-    from facealign.study_checks import _by_preset
+    from facealign.study.checks import _by_preset
     here = {"A": "confirmed", "B": "confirmed", "C": "mixed", "D": "refuted"}
     there = {"A": "confirmed", "B": "mixed", "C": "mixed", "D": "refuted"}
     facts = {"rows": [{"preset": "cpu"}, {"preset": "-"}], "misses": ["gt-box"],

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from facealign.baselines.dlib_ert import (DLIB_OPTIONS, DlibErtConfig, Sample, build_pool, crop_sample, make_config,
+from facealign.training.dlib_ert import (DLIB_OPTIONS, DlibErtConfig, Sample, build_pool, crop_sample, make_config,
                                           mirror_sample, to_dlib)
 from facealign.cli import main
 from facealign.data.scheme import MIRROR_PERMUTATION
@@ -108,7 +108,7 @@ def test_crop_shifts_by_whole_pixels():
 
 
 def test_dlib_objects_use_the_wrappers_rectangle():
-    from facealign.baselines.dlib_predictor import box_to_dlib_rect
+    from facealign.inference.dlib_predictor import box_to_dlib_rect
     pts = np.stack([np.linspace(10.4, 40.6, 68), np.linspace(12.2, 30.7, 68)], 1).astype(np.float32)
     box = np.array([8.5, 9.5, 42.5, 33.5], np.float32)
     s = Sample(np.zeros((50, 60, 3), np.uint8), box, pts, "k")
@@ -121,7 +121,7 @@ def test_dlib_objects_use_the_wrappers_rectangle():
 
 
 def test_pool_doubles_with_mirrors_and_drops_undetected(tmp_path):
-    from facealign.data.boxes import BoxCache, landmark_box
+    from facealign.detection.boxes import BoxCache, landmark_box
     from facealign.data.layouts import index_dataset
     data = make_300w_fixture(tmp_path / "300W", {"afw": 5, "helen/trainset": 5}, size=64)
     cache = BoxCache(data, tmp_path / "cache")
@@ -165,8 +165,8 @@ def test_run_folder(tiny):
 
 
 def test_evaluate_the_run_like_any_model(tiny, tmp_path, capsys):
-    from facealign.baselines.dlib_predictor import DlibPredictor
-    from facealign.evaluate import load_predictor
+    from facealign.inference.dlib_predictor import DlibPredictor
+    from facealign.evaluation.evaluate import load_predictor
     data, cache, run = tiny
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--box", "gt", "-o", str(tmp_path),
                  "--cache-dir", str(cache)]) == 0
@@ -190,7 +190,7 @@ def test_existing_run_is_refused(tiny, capsys):
 
 
 def test_report_row(tiny, tmp_path):
-    from facealign.experiments import add_run
+    from facealign.study.experiments import add_run
     data, cache, run = tiny
     rows = add_run(run, tmp_path / "grid", str(data), cache_dir=str(cache), protocol="gt", progress=False)
     assert [r["experiment"] for r in rows] == ["dlib-ert"]

@@ -73,7 +73,7 @@ def test_readme_crop_settings_match_the_shipped_cards():
     import json
     import re
 
-    from facealign.models.registry import packaged_path
+    from facealign.models.weights import packaged_path
     findings, guide = (ROOT / "docs/findings.md").read_text(), (ROOT / "docs/boxes.md").read_text()
     default = json.loads(packaged_path("default").with_suffix(".json").read_text())
     small = json.loads(packaged_path("default160").with_suffix(".json").read_text())

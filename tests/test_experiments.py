@@ -3,7 +3,7 @@ import json
 import pytest
 
 from facealign.data.synthetic import make_300w_fixture
-from facealign.experiments import grid, run_grid, select
+from facealign.study.experiments import grid, run_grid, select
 
 
 def test_grid_names_and_selection():

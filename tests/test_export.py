@@ -11,9 +11,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from facealign.cli import main  # noqa: E402
-from facealign.data.boxes import landmark_box  # noqa: E402
+from facealign.detection.boxes import landmark_box  # noqa: E402
 from facealign.data.synthetic import random_face  # noqa: E402
-from facealign.export import check_export, compare_backends, face_crops, random_crops, read_card  # noqa: E402
+from facealign.inference.export import check_export, compare_backends, face_crops, random_crops, read_card  # noqa: E402
 from facealign.inference.backends import LandmarkRunner  # noqa: E402
 from facealign.inference.onnx_build import export_onnx  # noqa: E402
 from facealign.inference.onnx_runtime import CARD_KEY, OnnxBackend, OnnxExportError, load_onnx_runner  # noqa: E402
@@ -106,7 +106,7 @@ def test_onnx_runners_match_torch_runner(exported):
 
 def test_onnx_runner_does_not_import_torch(exported):
     _, path, _ = exported
-    code = ("import sys, numpy as np; from facealign.export import load_onnx_runner; "
+    code = ("import sys, numpy as np; from facealign.inference.export import load_onnx_runner; "
             f"r = load_onnx_runner({str(path)!r}); "
             "print(r.predict(np.zeros((80, 80, 3), np.uint8), np.array([[10, 10, 60, 60]])).shape, "
             "'torch' in sys.modules)")

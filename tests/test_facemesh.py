@@ -147,7 +147,7 @@ def test_trains_through_the_normal_trainer_and_exports(tmp_path):
     from facealign.inference.onnx_runtime import OnnxBackend
     from facealign.models.packaged import load_model
     from facealign.inference.onnx_build import export_onnx
-    from facealign.train import train
+    from facealign.training.loop import train
     data = make_300w_fixture(tmp_path / "300W", {"afw": 4, "helen/trainset": 4, "helen/testset": 1}, size=96)
     cfg = tiny_config(data, tmp_path, backbone="mediapipe_facemesh", init="mediapipe", head="fpn16",
                       loss="integral_bce", epochs=1, size=64)
@@ -164,7 +164,7 @@ def test_trains_through_the_normal_trainer_and_exports(tmp_path):
 @needs_wheel
 def test_runs_from_mediapipe_weights_record_file_licence_and_attribution(tflite_path):
     from facealign.models.transfer import init_source
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     source = init_source(make_config(backbone="mediapipe_facemesh", init="mediapipe"))["init_source"]
     assert source["sha256"] == hashlib.sha256(tflite_path.read_bytes()).hexdigest()
     assert "Apache-2.0" in source["licence"] and "MIT" in source["licence"] and "MediaPipe" in source["attribution"]

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facealign.data.boxes import (MISS_POLICIES, BoxCache, face_boxes, get_miss_policy, landmark_box,
+from facealign.detection.boxes import (MISS_POLICIES, BoxCache, face_boxes, get_miss_policy, landmark_box,
                                   whole_image_box)
 from facealign.data.layouts import index_dataset
 from facealign.data.pts import write_pts
 from facealign.data.synthetic import template_shape
-from facealign.evaluate import evaluate
+from facealign.evaluation.evaluate import evaluate
 
 WIDTHS = (200, 220, 240, 260)  # the face's key; 260 is the detector miss
 HEIGHT = 200
@@ -138,7 +138,7 @@ def test_each_miss_handling_gives_its_box(fair_data):
 @pytest.mark.parametrize("miss", list(EXPECTED))
 def test_metrics_counts_and_outputs_name_the_miss_handling(fair_data, tmp_path, monkeypatch, miss):
     root, faces = fair_data
-    import facealign.evaluate as ev
+    import facealign.evaluation.evaluate as ev
     plots = []
     real_plot = ev.plot_ced
     monkeypatch.setattr(ev, "plot_ced", lambda errors, path, *a, **kw: plots.append((errors, kw)) or real_plot(
@@ -187,7 +187,7 @@ def test_default_is_the_fair_headline(fair_data):
 
 
 def _bench_row(method, name, predictor, root):
-    from facealign.bench_child import BENCH_MISSES
+    from facealign.evaluation.bench_child import BENCH_MISSES
     acc = {m: evaluate(predictor, root, ["common"], progress=False, miss=m)["common"] for m in BENCH_MISSES}
     fair = acc["gt-box"]
     return {"method": method, "name": name, "accuracy": acc, "nme": fair["nme"], "auc": fair["auc"],
@@ -197,7 +197,7 @@ def _bench_row(method, name, predictor, root):
 
 def test_bench_headline_ratio_uses_identical_boxes(fair_data):
     """Our errors are 4/3 of dlib's on every box; the whole-image garbage would flip the ranking."""
-    from facealign.bench import ACCURACY_COLUMNS, COLUMNS, format_accuracy_table, format_table
+    from facealign.evaluation.bench import ACCURACY_COLUMNS, COLUMNS, format_accuracy_table, format_table
     root, faces = fair_data
     ours = {"detector": {200: 0.04, 220: 0.04, 240: 0.04}, "gt": 0.04, "whole": 0.3}
     rows = [_bench_row("torch", "ours", KnownErrorPredictor(faces, ours), root),
@@ -224,7 +224,7 @@ def test_bench_headline_ratio_uses_identical_boxes(fair_data):
 
 
 def test_model_card_records_fair_numbers_and_miss_handling(fair_data):
-    from facealign.packaging import card_metrics
+    from facealign.inference.release import card_metrics
     root, faces = fair_data
     card = card_metrics(KnownErrorPredictor(faces, OURS), root, "common")
     ev, metrics = card["evaluation"], card["metrics"]
@@ -268,8 +268,8 @@ def test_evaluate_cli_and_experiments_name_the_miss_handling(fair_data, tmp_path
            "of the metric)" in capsys.readouterr().out
     assert (tmp_path / "e" / "dlib_common_detector_skip.csv").is_file()
     # the grid's evaluation step: each handling is stored in the run folder and named in the report's columns
-    from facealign.experiments import evaluate_into
-    from facealign.study_report import write_report
+    from facealign.study.experiments import evaluate_into
+    from facealign.study.report import write_report
     runs = tmp_path / "grid" / "runs"
     dlib_like = KnownErrorPredictor(faces, DLIB_LIKE, name="dlib")
     evaluate_into(runs / "dlib", dlib_like, str(root), ["common"], "detector", ("gt-box", "whole-image", "skip"),

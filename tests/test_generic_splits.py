@@ -115,7 +115,7 @@ def test_several_faces_in_one_photo(tmp_path, rng):
 
 
 def test_training_on_a_root_with_train_and_test_uses_train_only(split_root, tmp_path):
-    from facealign.train import prepare_data
+    from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     (split_root / "stray.pts").unlink()
     train_cache, val_cache, _ = prepare_data(tiny_config(split_root, tmp_path, val_fraction=0.25), progress=False)

@@ -31,7 +31,7 @@ def test_every_argument_of_every_subcommand_has_help():
 
 def test_train_flags_list_the_registered_names():
     command = "facealign train"
-    from facealign.losses import LOSSES
+    from facealign.training.losses import LOSSES
     from facealign.models.backbone import NON_TIMM_BACKBONES, PACKAGED_WEIGHTS
     from facealign.models.heads import HEADS
     text = {flag: _help(command, flag) for flag in ("--head", "--loss", "--backbone", "--init")}
@@ -42,13 +42,13 @@ def test_train_flags_list_the_registered_names():
 
 
 def test_detector_backend_and_model_flags_list_the_registered_names():
-    from facealign.data.detectors import DETECTORS
+    from facealign.detection.detectors import DETECTORS
     from facealign.inference.backends import BACKENDS
-    from facealign.models.registry import PACKAGED_MODELS
+    from facealign.models.weights import PACKAGED_MODELS
     for command in ("facealign boxes", "facealign evaluate", "facealign predict"):
         assert all(name in _help(command, "--detector") for name in DETECTORS), command
     assert all(name in _help("facealign predict", "--backend") for name in BACKENDS)
     for command in ("facealign predict", "facealign evaluate"):
         assert all(name in _help(command, "--model") for name in PACKAGED_MODELS), command
-    from facealign.train_config import PRESETS
+    from facealign.training.config import PRESETS
     assert all(name in _help("facealign train", "--preset") for name in PRESETS)

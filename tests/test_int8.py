@@ -10,7 +10,7 @@ pytest.importorskip("onnx")
 
 from facealign.cli import main  # noqa: E402
 from facealign.data.synthetic import make_300w_fixture  # noqa: E402
-from facealign.export import random_crops  # noqa: E402
+from facealign.inference.export import random_crops  # noqa: E402
 from facealign.inference import FaceAligner, OnnxBackend, load_runner  # noqa: E402
 from facealign.inference.onnx_build import export_onnx  # noqa: E402
 from facealign.inference.quantize import fix_batch  # noqa: E402
@@ -44,9 +44,9 @@ def test_quantize_command_reports_the_nme_change(quantized):
 @pytest.mark.parametrize("limit,ok", [(-1.0, False), (10.0, True)])
 def test_quantize_exit_code_follows_the_limit(quantized, model_path, tmp_path, monkeypatch, capsys, limit, ok):
     """Every NME change is over a negative limit and within a 1000% one: the verdict and exit code follow."""
-    import facealign.export
+    import facealign.inference.export
     data, out, _, _ = quantized
-    monkeypatch.setattr(facealign.export, "MAX_INT8_NME_CHANGE", limit)
+    monkeypatch.setattr(facealign.inference.export, "MAX_INT8_NME_CHANGE", limit)
     # the fixture's cache: its ONNX export and detector boxes are reused, and the user's cache is left alone
     monkeypatch.setenv("FACEALIGN_CACHE", str(out.parent / "cache"))
     rc = main(["quantize", str(model_path), "-o", str(tmp_path / "q.onnx"), "--data", str(data), "--calibration", "2"])
@@ -84,7 +84,7 @@ def test_onnx_int8_backend_by_name_and_path(quantized, model_path):
 
 
 def test_packaged_default_int8_is_shipped_and_within_one_percent():
-    from facealign.models.registry import packaged_int8_path
+    from facealign.models.weights import packaged_int8_path
     for name in ("default", "fast"):
         path = packaged_int8_path(name)
         report = json.loads(path.with_suffix(".json").read_text())

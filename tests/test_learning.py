@@ -29,7 +29,7 @@ def eight_faces(tmp_path_factory):
 
 
 def _nme_on_training_faces(predictor, data) -> float:
-    from facealign.evaluate import evaluate_split
+    from facealign.evaluation.evaluate import evaluate_split
     summary, _, _ = evaluate_split(predictor, data, "train", "gt")
     assert summary["n"] == 8
     return summary["nme"]
@@ -50,13 +50,13 @@ def test_a_small_network_fits_eight_faces(eight_faces, tmp_path):
 def _fit_and_check(cfg) -> None:
     import torch
 
-    from facealign.evaluate import TorchPredictor
+    from facealign.evaluation.evaluate import TorchPredictor
     from facealign.inference.backends import TorchBackend
     from facealign.inference.runner import CropRunner
     from facealign.models import build_model
     from facealign.models.packaged import card_from_config
-    from facealign.train_config import config_dict
-    from facealign.train import train
+    from facealign.training.config import config_dict
+    from facealign.training.loop import train
     eight_faces = cfg.data
     torch.manual_seed(cfg.seed)
     untrained = CropRunner(TorchBackend(build_model(cfg.backbone, cfg.head)), card_from_config(config_dict(cfg)))

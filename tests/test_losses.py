@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from facealign.losses import (
+from facealign.training.losses import (
     LOSSES,
     adaptive_wing_loss,
     build_loss,
@@ -186,7 +186,7 @@ def test_integral_bce_combines_wing_and_bce_by_hand():
 
     import torch
 
-    from facealign.losses import build_loss, compute_loss
+    from facealign.training.losses import build_loss, compute_loss
     spec = build_loss("heatmap", "integral_bce")
     coords = torch.full((1, 1, 2), 0.5)
     # logits 0 everywhere: BCE per cell = ln 2 whatever the target; coords off by 1/64 in x only

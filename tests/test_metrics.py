@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from facealign.data.scheme import LEFT_EYE, LEFT_EYE_OUTER, NUM_LANDMARKS, RIGHT_EYE, RIGHT_EYE_OUTER
-from facealign.metrics import (
+from facealign.evaluation.metrics import (
     NORMALIZERS,
     auc,
     ced_curve,

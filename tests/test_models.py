@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from facealign.losses import build_loss, compute_loss, loss_names
+from facealign.training.losses import build_loss, compute_loss, loss_names
 from facealign.models import (
     HEADS,
     Backbone,
@@ -199,7 +199,7 @@ def test_lite0_classifies_known_images():
 
 
 def test_fpn_head_fuses_three_levels_at_stride_8():
-    from facealign.losses import build_loss, compute_loss
+    from facealign.training.losses import build_loss, compute_loss
     model = build_model("efficientnet_b0", "fpn")
     assert model.backbone.level_strides == [8, 16, 32]
     out = model(torch.randn(2, 3, 64, 64))
@@ -210,7 +210,7 @@ def test_fpn_head_fuses_three_levels_at_stride_8():
 
 
 def test_fpn4_head_predicts_stride_4_maps():
-    from facealign.losses import build_loss, compute_loss
+    from facealign.training.losses import build_loss, compute_loss
     from facealign.models.heatmap import gaussian_heatmaps
     model = build_model("tf_efficientnet_lite0", "fpn4")
     assert model.backbone.level_strides == [4, 8, 16, 32]

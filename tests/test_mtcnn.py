@@ -1,10 +1,10 @@
-"""MTCNN on onnxruntime (facealign.data.mtcnn): fast CPU checks on scikit-image's astronaut and 300W's afw."""
+"""MTCNN on onnxruntime (facealign.detection.mtcnn): fast CPU checks on scikit-image's astronaut and 300W's afw."""
 import importlib.util
 
 import numpy as np
 import pytest
 
-from facealign.data.boxes import iou, landmark_box
+from facealign.detection.boxes import iou, landmark_box
 
 pytest.importorskip("joblib")
 pytest.importorskip("lz4")
@@ -14,7 +14,7 @@ pytest.importorskip("cv2")
 if importlib.util.find_spec("mtcnn") is None:  # not imported: its __init__ needs TensorFlow
     pytest.skip("the weights package mtcnn==1.0.0 is not installed", allow_module_level=True)
 
-from facealign.data import mtcnn as M  # noqa: E402
+from facealign.detection import mtcnn as M  # noqa: E402
 
 DLIB_ASTRONAUT = np.array([174.5, 75.5, 265.5, 166.5], np.float32)  # dlib's HOG box, for reference
 
@@ -137,7 +137,7 @@ def test_missing_weights_package(monkeypatch):
 
 def test_afw_recall(det, shared_300w):
     from facealign.data.pts import read_pts
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     images = sorted((shared_300w / "afw").glob("*.jpg"))[:20]
     hits = 0
     for path in images:

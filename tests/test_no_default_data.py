@@ -19,8 +19,8 @@ def test_no_shared_data_path_in_the_package():
 
 
 def test_configs_have_no_default_data():
-    from facealign.baselines.dlib_ert import DlibErtConfig
-    from facealign.train_config import TrainConfig
+    from facealign.training.dlib_ert import DlibErtConfig
+    from facealign.training.config import TrainConfig
     assert TrainConfig().data is None and DlibErtConfig().data is None
 
 
@@ -36,10 +36,10 @@ def test_missing_data_is_one_line_and_a_failure(argv, capsys):
 
 
 def test_the_library_says_so_too():
-    from facealign.baselines.dlib_ert import DlibErtConfig, build_pool
+    from facealign.training.dlib_ert import DlibErtConfig, build_pool
     from facealign.data.errors import DataError
-    from facealign.train import prepare_data
-    from facealign.train_config import TrainConfig
+    from facealign.training.prepare import prepare_data
+    from facealign.training.config import TrainConfig
     with pytest.raises(DataError, match="--data"):
         prepare_data(TrainConfig(), progress=False)
     with pytest.raises(DataError, match="--data"):
@@ -47,10 +47,10 @@ def test_the_library_says_so_too():
 
 
 def test_demo_and_export_default_to_generated_faces(monkeypatch):
-    import facealign.demo
+    import facealign.commands.demo
     p = build_parser()
     assert p.parse_args(["demo"]).data is None
     assert p.parse_args(["export", "fast", "-o", "x.onnx"]).data is None
     calls = []
-    monkeypatch.setattr(facealign.demo, "demo", lambda data: calls.append(data) or 0)
+    monkeypatch.setattr(facealign.commands.demo, "demo", lambda data: calls.append(data) or 0)
     assert main(["demo"]) == 0 and calls == [None]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.data.boxes import NOTICES_FILE, BoxCache
-from facealign.imageio import ImageLoadError, load_rgb
+from facealign.detection.boxes import NOTICES_FILE, BoxCache
+from facealign.data.images import ImageLoadError, load_rgb
 
 
 def _err_lines(capsys) -> list[str]:

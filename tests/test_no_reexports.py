@@ -64,7 +64,7 @@ def test_module_getattr_only_in_package_facades():
 
 
 def test_the_checker_sees_a_reexport():
-    # facealign.video imports DEFAULT_BETA from facealign.tracking, which defines it
-    assert second_hand_imports("from facealign.video import DEFAULT_BETA, process_video\n", "x") == [
-        "x:1: DEFAULT_BETA from facealign.video (defined in facealign.tracking)"]
-    assert second_hand_imports("from facealign.tracking import DEFAULT_BETA\nfrom facealign import FaceAligner\n", "x") == []
+    # facealign.inference.video imports DEFAULT_BETA from facealign.inference.tracking, which defines it
+    assert second_hand_imports("from facealign.inference.video import DEFAULT_BETA, process_video\n", "x") == [
+        "x:1: DEFAULT_BETA from facealign.inference.video (defined in facealign.inference.tracking)"]
+    assert second_hand_imports("from facealign.inference.tracking import DEFAULT_BETA\nfrom facealign import FaceAligner\n", "x") == []

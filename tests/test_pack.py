@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from facealign.cli import main
-from facealign.data import detectors as detectors_mod
-from facealign.data.boxes import boxes_for, landmark_box
+from facealign.detection import detectors as detectors_mod
+from facealign.detection.boxes import boxes_for, landmark_box
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.layouts import index_dataset
-from facealign.data.pack import (FORMAT, FORMAT_VERSION, PackError, cache_from_pack, is_pack, pack_caches,
-                                 read_pack, write_pack)
+from facealign.data.pack import FORMAT, FORMAT_VERSION, PackError, cache_from_pack, is_pack, pack_caches, read_pack
+from facealign.data.pack_writer import write_pack
 from facealign.data.synthetic import make_300w_fixture
-from facealign.train import prepare_data, train
+from facealign.training.loop import train
+from facealign.training.prepare import prepare_data
 from helpers import tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:300w:UserWarning")
@@ -154,7 +155,8 @@ def test_tiny_training_run_from_pack(data, gt_pack, tmp_path):
 
     from facealign.data.dataset import CachedFaces
     from facealign.models.packaged import load_model
-    from facealign.train import build_batches, validate
+    from facealign.training.loaders import build_batches
+    from facealign.training.loop import validate
     # one intra-op thread: 5x faster on a shared 2-core machine; restored after, since train() sets it globally
     threads = torch.get_num_threads()
     cfg = tiny_config(gt_pack, tmp_path / "pack", context=0.4, epochs=1, max_steps=2, threads=1)

@@ -60,7 +60,7 @@ def test_packaged_models_load_with_their_cards():
     """`default` (224 px), `default160` (the previous default, 160 px) and `fast` (96 px) ship in the package."""
     import hashlib
 
-    from facealign.models.registry import PACKAGED_MODELS, packaged_path
+    from facealign.models.weights import PACKAGED_MODELS, packaged_path
     assert PACKAGED_MODELS == ("default", "default160", "fast")
     sizes = {}
     for name in PACKAGED_MODELS:
@@ -79,7 +79,7 @@ def test_card_latency_comes_from_one_bench_run(model_path, tmp_path):
     import json
     import shutil
 
-    from facealign.packaging import card_latency
+    from facealign.inference.release import card_latency
     stem = tmp_path / "m"
     shutil.copy(model_path, stem.with_suffix(".safetensors"))
     shutil.copy(model_path.with_suffix(".json"), stem.with_suffix(".json"))

@@ -21,8 +21,8 @@ from PIL import Image
 import facealign
 from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner, as_rgb
-from facealign.outputs import OutputNames
-from facealign.io import safe_stem
+from facealign.inference.outputs import OutputNames
+from facealign.atomic import safe_stem
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -168,7 +168,7 @@ def test_exif_orientation_rotates_landmarks(pointwise, astro, tmp_path, orientat
     with Image.open(path) as im:  # PIL leaves EXIF orientation alone: these are the stored pixels
         stored = np.asarray(im.convert("RGB"))
     assert stored.shape == upright.shape
-    assert facealign.imageio.load_rgb(path).shape == np.rot90(upright, k).shape  # displayed: rotated
+    assert facealign.data.images.load_rgb(path).shape == np.rot90(upright, k).shape  # displayed: rotated
     corners = _rot90_points(box.reshape(2, 2), k, upright.shape[:2])
     rotated_box = np.concatenate([corners.min(0), corners.max(0)])
     from_file = pointwise.predict(path, boxes=rotated_box)[0].landmarks
@@ -192,7 +192,7 @@ def test_exif_rotated_photo_is_detected_upright(aligner, astro, tmp_path):
 
 def test_onnx_backend_matches_torch(model_path, astro, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    pytest.importorskip("facealign.export")
+    pytest.importorskip("facealign.inference.export")
     monkeypatch.setenv("FACEALIGN_CACHE", str(tmp_path / "cache"))
     onnx = FaceAligner(model_path, backend="onnx")
     cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
@@ -338,7 +338,7 @@ def test_safe_stem_and_output_names(tmp_path):
 
 # ---------------------------------------------------------------- demo
 def test_prediction_demo_writes_json_and_annotated_image(model_path, tmp_path, capsys):
-    from facealign.demo import run_prediction_demo
+    from facealign.commands.demo import run_prediction_demo
     assert run_prediction_demo(tmp_path / "demo", model=model_path) == 0
     out = capsys.readouterr().out
     assert f"annotated image: {tmp_path / 'demo' / 'astronaut_annotated.png'}" in out
@@ -347,7 +347,7 @@ def test_prediction_demo_writes_json_and_annotated_image(model_path, tmp_path, c
 
 
 def test_demo_falls_back_to_metrics_demo_without_default(monkeypatch, tmp_path, capsys):
-    import facealign.demo as demo
+    import facealign.commands.demo as demo
     calls = []
     monkeypatch.setattr(demo, "default_model_available", lambda: False)
     monkeypatch.setattr(demo, "run_demo", lambda data, out_dir: calls.append(data) or 0)

@@ -11,7 +11,7 @@ from facealign.data.crop import CropTransform
 from facealign.data.pts import PtsError, format_pts, parse_pts
 from facealign.data.scheme import (LEFT_EYE, LEFT_EYE_OUTER, MIRROR_PERMUTATION, NUM_LANDMARKS, RIGHT_EYE,
                                    RIGHT_EYE_OUTER, flip_landmarks)
-from facealign.metrics import NORMALIZERS, auc, failure_rate, per_image_nme
+from facealign.evaluation.metrics import NORMALIZERS, auc, failure_rate, per_image_nme
 from facealign.models.heatmap import gaussian_heatmaps, soft_argmax
 from test_mirror_table import reference_flip  # the literal iBUG table, independent of the package's
 

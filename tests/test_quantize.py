@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime.quantization")
 
 from facealign.inference.onnx_runtime import CARD_KEY  # noqa: E402
 from facealign.inference.onnx_build import export_onnx  # noqa: E402
-from facealign.export import face_crops  # noqa: E402
+from facealign.inference.export import face_crops  # noqa: E402
 from facealign.models import build_model  # noqa: E402
 from facealign.inference.onnx_runtime import QUANT_KEY  # noqa: E402
 from facealign.inference.quantize import fix_batch, fp32_nodes, node_count, quantize_int8  # noqa: E402

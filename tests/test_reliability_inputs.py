@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from facealign.cli import main
-from facealign.imageio import ImageLoadError, load_rgb
+from facealign.data.images import ImageLoadError, load_rgb
 from helpers import write_clip
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -239,7 +239,7 @@ def test_video_whose_frames_stop_early(model_path, tmp_path, capsys):
 
 def test_one_image_failing_in_the_network_step_does_not_sink_its_batch(pointwise, face, tmp_path, capsys,
                                                                           monkeypatch):
-    from facealign.predict import run_predict
+    from facealign.inference.predict import run_predict
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):

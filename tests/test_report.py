@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from facealign.report import ced_legend_entries, plot_ced, write_per_image_csv, write_table
+from facealign.evaluation.report import ced_legend_entries, plot_ced, write_per_image_csv, write_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

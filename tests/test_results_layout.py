@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# `facealign report status` reads these by default (facealign.status DEFAULT_BENCH / DEFAULT_RESULTS, and the
+# `facealign report status` reads these by default (facealign.evaluation.status DEFAULT_BENCH / DEFAULT_RESULTS, and the
 # grid.json beside the results); the study's own copies are in results/study/.
 STATUS_INPUTS = {"docs/benchmarks.json": None,
                  "docs/results/results.json": "results/study/results.json",

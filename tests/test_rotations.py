@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from facealign.cli import main
-from facealign.predict import run_predict
-from facealign.rotations import turn_faces, turn_points
+from facealign.inference.predict import run_predict
+from facealign.inference.rotations import turn_faces, turn_points
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -58,7 +58,7 @@ def test_rotations_flag_and_upright_faces_are_untouched(model_path, tmp_path, ca
     doc = json.loads((tmp_path / "out" / "upright.json").read_text())
     assert doc["rotation"] == 0 and len(doc["faces"]) == 1
     jsonschema = pytest.importorskip("jsonschema")
-    from facealign.outputs import schema_path
+    from facealign.inference.outputs import schema_path
     jsonschema.validate(doc, json.loads(schema_path().read_text()))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**doc, "rotation": 45}, json.loads(schema_path().read_text()))

@@ -11,7 +11,7 @@ import pytest
 
 from facealign.cli import main
 from facealign.data.synthetic import make_300w_fixture
-from facealign.train_config import TrainConfig
+from facealign.training.config import TrainConfig
 
 TINY_FLAGS = ["--head", "regression", "--loss", "wing", "--size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box", "gt",
               "--val-box", "gt", "--workers", "0", "--threads", "1"]
@@ -94,7 +94,7 @@ def test_config_errors_are_one_line(run, tmp_path, capsys):
 def _fp16_exact(run):
     """Round the run's best checkpoint to fp16 values (what `package` ships), so checkpoint and package hold
     the very same weights and any difference in their scores would come from the evaluation settings."""
-    from facealign.checkpoint import INTEGRITY_KEY, load_checkpoint, save_checkpoint
+    from facealign.models.checkpoint import INTEGRITY_KEY, load_checkpoint, save_checkpoint
     ckpt = load_checkpoint(run / "checkpoint_best.pt")
     ckpt["model"] = {k: v.half().float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     save_checkpoint(run / "checkpoint_best.pt", {k: v for k, v in ckpt.items() if k != INTEGRITY_KEY})
@@ -177,7 +177,7 @@ def test_card_of_own_data_says_unknown_unless_told(run, tmp_path):
 
 def test_card_of_a_pack_run_reads_the_pack(data, tmp_path):
     """A run trained from a pack file (a device call): the card takes layout and splits from the pack."""
-    from facealign.packaging import data_record
+    from facealign.inference.release import data_record
     pack = tmp_path / "t.fapack"
     assert main(["data", "pack", str(data), "-o", str(pack), "--split", "train", "common", "--box", "gt",
                  "--max-size", "32", "--quiet"]) == 0

@@ -67,6 +67,6 @@ def test_balanced_sampler_is_seeded_per_epoch_and_shares_an_epoch_between_ranks(
 
 
 def test_power_must_not_be_negative_in_the_config():
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     with pytest.raises(ValueError, match="pose_balance"):
         make_config(pose_balance=-1)

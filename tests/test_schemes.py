@@ -11,7 +11,7 @@ from facealign.data.layouts import index_dataset
 from facealign.data.schemes import SCHEMES, SchemeError, get_scheme
 from facealign.data.synthetic import make_300w_fixture, template_shape, wflw_template
 from facealign.data.transforms import flip_order
-from facealign.metrics import evaluate_landmarks, per_image_nme
+from facealign.evaluation.metrics import evaluate_landmarks, per_image_nme
 
 FIVE = {"name": "five", "num_points": 5, "mirror_pairs": [[0, 1], [3, 4]], "norm_points": [0, 1],
         "regions": {"eyes": [0, 1], "nose": [2], "mouth": [3, 4]}}
@@ -163,8 +163,8 @@ def test_data_summary_names_the_scheme_and_hints_at_it(tmp_path, capsys):
 
 
 def test_dlib_comparisons_stay_68_point():
-    from facealign.baselines.dlib_ert import make_config
-    from facealign.evaluate import check_scheme
+    from facealign.training.dlib_ert import make_config
+    from facealign.evaluation.evaluate import check_scheme
     with pytest.raises(ValueError, match="trains the 68-point ibug68 scheme only"):
         make_config(scheme="wflw98")
     assert make_config(scheme="ibug68") == make_config()
@@ -178,7 +178,7 @@ def test_dlib_comparisons_stay_68_point():
 
 
 def test_the_experiment_grid_refuses_dlib_on_another_scheme(tmp_path):
-    from facealign.experiments import run_grid
+    from facealign.study.experiments import run_grid
     with pytest.raises(ValueError, match=r"dlib comparison is 68-point only \(ibug68\), not scheme=wflw98; pass "
                                          "--no-dlib"):
         run_grid(str(tmp_path), tmp_path / "out", scheme="wflw98")
@@ -196,7 +196,7 @@ def test_data_show_draws_a_98_point_set(tmp_path):
 def test_training_flips_relabel_with_the_scheme_pairs(tmp_path):
     """A flip-only augmentation of a 98-point face, on both training paths, is the plain sample mirrored
     (u -> 1 - u) and relabelled with WFLW's pairs."""
-    from facealign.data.boxes import boxes_for
+    from facealign.detection.boxes import boxes_for
     from facealign.data.cache import CacheSpec, build_crop_cache
     from facealign.data.dataset import CachedFaces
     from facealign.data.tensor_augment import DeviceFaces

@@ -80,7 +80,7 @@ def test_package_and_predict_98_points(wflw_run, wflw_root, tmp_path, capsys):
     header = next(csv.reader((out / "landmarks.csv").open()))
     assert header[-2:] == ["x97", "y97"] and len(header) == 9 + 2 * 98
     import jsonschema
-    from facealign.outputs import schema_path
+    from facealign.inference.outputs import schema_path
     schema = json.loads(schema_path().read_text())
     jsonschema.validate(doc, schema)
     broken = {**doc, "faces": [{**doc["faces"][0], "landmarks": doc["faces"][0]["landmarks"][:97]}]}

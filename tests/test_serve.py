@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from facealign.inference.aligner import Face  # noqa: E402
-from facealign.models.registry import packaged_path  # noqa: E402
+from facealign.models.weights import packaged_path  # noqa: E402
 from facealign.serve.app import create_app  # noqa: E402
 from facealign.serve.command import build_pool  # noqa: E402
 from facealign.serve.config import ServeConfig  # noqa: E402
@@ -92,7 +92,7 @@ def assert_error(r, status: int, words: str):
 # ---------------------------------------------------------------- happy paths
 def test_one_face_document_matches_the_predict_schema(live, astronaut):
     jsonschema = pytest.importorskip("jsonschema")
-    from facealign.outputs import schema_path
+    from facealign.inference.outputs import schema_path
     r = post(live, jpeg(astronaut))
     assert r.status_code == 200, r.text
     doc = r.json()

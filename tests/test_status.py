@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from facealign.cli import main
-from facealign.status import (DEFAULT_BENCH, DEFAULT_RESULTS, MISSING, STATUS_BEGIN, STATUS_END, embed, embedded,
+from facealign.evaluation.status import (DEFAULT_BENCH, DEFAULT_RESULTS, MISSING, STATUS_BEGIN, STATUS_END, embed, embedded,
                               status_block, status_page)
 
 ROOT = Path(__file__).resolve().parents[1]

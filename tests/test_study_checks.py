@@ -1,10 +1,10 @@
 """The study's conclusions as checks: verdicts on records with hand-set NMEs, and the AUC threshold."""
 import pytest
 
-from facealign.study_checks import (CHECKS, auc_threshold_for, best_is_b0_heatmap_mse, efficientnet_beats_convnext,
+from facealign.study.checks import (CHECKS, auc_threshold_for, best_is_b0_heatmap_mse, efficientnet_beats_convnext,
                                     every_model_beats_dlib, heatmaps_beat_regression, render_readme, time_budget,
                                     wing_beats_mse)
-from facealign.study_report import RunRecord, write_report
+from facealign.study.report import RunRecord, write_report
 
 MISSES = ("gt-box", "whole-image")
 

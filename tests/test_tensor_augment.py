@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from facealign.data.boxes import boxes_for
+from facealign.detection.boxes import boxes_for
 from facealign.data.cache import CacheSpec, build_crop_cache
 from facealign.data.dataset import CachedFaces
 from facealign.data.layouts import index_dataset

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from facealign.data.synthetic import make_300w_fixture
-from facealign.evaluate import TorchPredictor, evaluate
-from facealign.train import train
+from facealign.evaluation.evaluate import TorchPredictor, evaluate
+from facealign.training.loop import train
 from helpers import tiny_config
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
     from facealign.models.packaged import load_model
     from facealign.models.transfer import load_backbone_weights
     from facealign.models import build_model
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     cfg = _cfg(data, tmp_path, epochs=1)
     train(cfg, progress=False)
     ckpt = str(cfg.run_dir / "checkpoint_best.pt")
@@ -182,7 +182,7 @@ def test_init_backbone_transfers_the_backbone_only(data, tmp_path):
     assert meta["init_source"] == {"field": "init_backbone", "spec": ckpt,
                                    "sha256": hashlib.sha256(open(ckpt, "rb").read()).hexdigest()}
     # packaging carries it into the card, with metrics measured on the shipped weights
-    from facealign.packaging import package_run
+    from facealign.inference.release import package_run
     card = package_run(cfg.run_dir, tmp_path / "shipped", data=str(data), flip_tta=False, command="facealign package")
     assert card["training"]["init_source"] == meta["init_source"]
     assert card["flip_tta"] is False and card["training"]["package_command"] == "facealign package"
@@ -199,7 +199,8 @@ def test_loaders_give_the_same_landmarks(data, tmp_path):
     import torch
     from torch.utils.data import DistributedSampler
 
-    from facealign.train import build_batches, prepare_data
+    from facealign.training.loaders import build_batches
+    from facealign.training.prepare import prepare_data
     cfg = _cfg(data, tmp_path, workers=0)
     train_cache, _, _ = prepare_data(cfg, progress=False)
     out = {}
@@ -218,7 +219,7 @@ def test_loaders_give_the_same_landmarks(data, tmp_path):
 def test_amp_modes_are_checked():
     import torch
 
-    from facealign.train import amp_dtype
+    from facealign.training.loop import amp_dtype
     cpu = torch.device("cpu")
     assert amp_dtype("off", cpu) is None and amp_dtype("auto", cpu) is None
     assert amp_dtype("auto", torch.device("cuda")) == torch.float16
@@ -231,7 +232,7 @@ def test_amp_modes_are_checked():
 def test_final_fit_without_validation(data, tmp_path):
     """val_fraction 0: every training face is used, no validation; the last epoch is the shipped one."""
     cfg = _cfg(data, tmp_path, epochs=2, val_fraction=0.0)
-    train_cache, val_cache, val_records = __import__("facealign.train", fromlist=["x"]).prepare_data(cfg, progress=False)
+    train_cache, val_cache, val_records = __import__("facealign.training.prepare", fromlist=["x"]).prepare_data(cfg, progress=False)
     assert val_cache is None and val_records == [] and len(train_cache) == 20  # afw 8 + helen/trainset 12
     summary = train(cfg, progress=False)
     assert summary["best_val_nme"] is None and [h["val_nme"] for h in summary["history"]] == [None, None]

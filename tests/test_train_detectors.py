@@ -14,8 +14,8 @@ MTCNN_BOX = np.array([14.0, 6.0, 90.0, 94.0], np.float32)  # another position an
 @pytest.fixture
 def two_detectors(monkeypatch):
     """dlib finds every synthetic face at DLIB_BOX; mtcnn finds each at MTCNN_BOX except the first photo it sees."""
-    import facealign.data.detectors as det
-    import facealign.train as t
+    import facealign.detection.detectors as det
+    import facealign.training.prepare as t
     seen = []
 
     def mtcnn(image, upsample=1):
@@ -29,7 +29,7 @@ def two_detectors(monkeypatch):
 
 
 def test_each_face_is_cropped_once_per_detector_that_found_it(tmp_path, rng, two_detectors):
-    from facealign.train import prepare_data
+    from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     write_faces(tmp_path / "d" / "train", 6, rng, size=96, prefix="tr")
     cfg = tiny_config(tmp_path / "d", tmp_path, train_box="detector", val_box="detector", val_fraction=0.0,
@@ -52,7 +52,7 @@ def test_each_face_is_cropped_once_per_detector_that_found_it(tmp_path, rng, two
 
 
 def test_one_detector_is_the_default_and_unknown_names_are_refused(tmp_path):
-    from facealign.train_config import make_config
+    from facealign.training.config import make_config
     assert make_config().train_detectors == "dlib"
     with pytest.raises(ValueError, match="unknown detector 'hog'; valid: dlib, "):
         make_config(train_detectors="dlib+hog")
@@ -60,8 +60,8 @@ def test_one_detector_is_the_default_and_unknown_names_are_refused(tmp_path):
 
 def test_a_pack_cannot_serve_two_detectors(tmp_path, rng):
     from facealign.data.errors import DataError
-    from facealign.data.pack import write_pack
-    from facealign.train import prepare_data
+    from facealign.data.pack_writer import write_pack
+    from facealign.training.prepare import prepare_data
     from helpers import tiny_config
     write_faces(tmp_path / "d" / "train", 3, rng, size=96, prefix="tr")
     pack = tmp_path / "t.fapack"

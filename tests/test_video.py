@@ -10,11 +10,11 @@ import pytest
 
 from facealign.cli import main
 from facealign.inference.aligner import Face, FaceAligner
-from facealign.data.boxes import iou
+from facealign.detection.boxes import iou
 from helpers import PointwiseBackend, write_clip, write_cut_clip
-from facealign.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
+from facealign.inference.tracking import (CUT_MIN_CORRELATION, CutDetector, LandmarkSmoother, OneEuroFilter, smooth_track,
                                 thumbnail_correlation)
-from facealign.video import iter_frames, predict_video, video_schema_path
+from facealign.inference.video import iter_frames, predict_video, video_schema_path
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -243,7 +243,7 @@ def _validator(kind: str):
 
 
 def test_video_json_carries_versions_and_cuts_and_validates(model_path, tmp_path, capsys):
-    from facealign.outputs import SCHEMA_VERSION
+    from facealign.inference.outputs import SCHEMA_VERSION
     from facealign.version import __version__
     clip = tmp_path / "cut.avi"
     write_cut_clip(clip, 12, cut=6)
@@ -282,7 +282,7 @@ def test_the_landmark_smoother_example_in_the_docs_runs_on_the_cut_clip(model_pa
 def test_cuts_between_real_photos_are_found_and_pans_within_them_are_not(shared_300w):
     """Two 300W helen photos as two shots, each panned 6 px/frame over 6 frames (with sensor noise):
     only the frame where the photo changes is a cut."""
-    from facealign.imageio import load_rgb
+    from facealign.data.images import load_rgb
     photos = sorted((shared_300w / "helen" / "testset").glob("*.jpg"))[:2]
     rng = np.random.default_rng(7)
     frames = []

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.export import format_export_report, run_export
+    from facealign.inference.export import format_export_report, run_export
     path, report = run_export(args.model, args.output, data=args.data, opset=args.opset, input_size=args.input_size,
                               tolerance=args.tolerance)
     print(format_export_report(path, report))

@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.evaluate import format_summary_line
-    from facealign.packaging import package_run
+    from facealign.evaluation.evaluate import format_summary_line
+    from facealign.inference.release import package_run
     command = "facealign " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
     card = package_run(args.run, args.output, str(args.data) if args.data else None, args.split,
                        not args.no_flip, command, data_licence=args.data_licence,

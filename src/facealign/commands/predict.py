@@ -55,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from facealign.inference.aligner import FaceAligner
-    from facealign.predict import run_predict
-    from facealign.tracking import DEFAULT_BETA, check_smoothing
+    from facealign.inference.predict import run_predict
+    from facealign.inference.tracking import DEFAULT_BETA, check_smoothing
     if args.smooth is not None:
         check_smoothing(args.smooth, DEFAULT_BETA if args.smooth_beta is None else args.smooth_beta)
     aligner = FaceAligner(args.model, detector=args.detector, device=args.device, backend=args.backend,

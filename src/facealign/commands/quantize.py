@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.export import run_quantize
+    from facealign.inference.export import run_quantize
     r = run_quantize(args.model, args.output, args.data, args.calibration, args.split, args.eval_split)
     print(f"wrote {r['output']}: calibrated on {r['calibration']}; NME on {r['eval_split']} ({r['boxes']}): "
           f"fp32 {r['nme_fp32']:.5f}, int8 {r['nme_int8']:.5f} ({r['nme_change']:+.2%}; "

@@ -16,7 +16,7 @@ when either file differs from the generated text (what tests/test_status.py chec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from facealign.status import DEFAULT_BENCH, DEFAULT_RESULTS
+    from facealign.evaluation.status import DEFAULT_BENCH, DEFAULT_RESULTS
     sub = p.add_subparsers(dest="report_command", required=True)
     s = sub.add_parser("status", help="accuracy and ms per face of every packaged model and backend, dlib and "
                                       "dlib-ert, from the model cards and the bench/results JSON")
@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from facealign.io import atomic_write_text
-    from facealign.status import embed, status_block, status_page
+    from facealign.atomic import atomic_write_text
+    from facealign.evaluation.status import embed, status_block, status_page
     block = status_block(args.bench, args.results)
     wanted = {}
     if args.output is not None:

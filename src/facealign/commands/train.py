@@ -1,6 +1,6 @@
 """`facealign train`: one model from a preset, or a run's config.json, plus overrides; resumable.
 
-The training flags and `--set` override `facealign.train_config.TrainConfig` fields; their help texts and
+The training flags and `--set` override `facealign.training.config.TrainConfig` fields; their help texts and
 defaults come from that dataclass (the epilog of `--help` lists every field).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shlex
 import sys
 
 HELP = "train one model (resumable; --config RUN/config.json re-runs a run)"
+INTERRUPT_HINT = "continue from the last finished epoch with the same command plus --resume"
 
 # TrainConfig fields with a flag of their own (--set reaches every field).
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
@@ -23,7 +24,7 @@ GRID_SET_BY_THE_GRID = ("backbone", "head", "loss", "out")  # `experiments` name
 
 
 def _field(name: str) -> dataclasses.Field:
-    from facealign.train_config import TrainConfig
+    from facealign.training.config import TrainConfig
     return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
@@ -71,14 +72,14 @@ def overrides(args) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from facealign.train_config import PRESETS, fields_help
+    from facealign.training.config import PRESETS, fields_help
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("config fields, set by a flag above or --set KEY=VALUE. Later ones win: TrainConfig's defaults,\n"
                 "then --preset or --config, then the flags, then --set.\n" + fields_help())
     p.add_argument("--data", type=str, default=None,
                    help="data root, or a pack file from `facealign data pack` (required unless --config gives it)")
     p.add_argument("--preset", default=None,
-                   help=f"one of {', '.join(PRESETS)} (facealign.train_config.PRESETS): seed is the study's "
+                   help=f"one of {', '.join(PRESETS)} (facealign.training.config.PRESETS): seed is the study's "
                         "settings, cpu sized for a small CPU, default and fast the shipped models' recipes")
     p.add_argument("--config", type=str, default=None, metavar="RUN/config.json",
                    help="re-run a run: start from the config in its config.json (or its run folder) instead of a "
@@ -91,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def make_train_config(args):
     """The TrainConfig of a `facealign train` command line."""
-    from facealign.train_config import make_config, read_run_config
+    from facealign.training.config import make_config, read_run_config
     base = read_run_config(args.config) if args.config is not None else None
     if args.data is None and base is None:
         raise ValueError("--data is required (or --config RUN/config.json, which names the run's data)")
@@ -101,7 +102,7 @@ def make_train_config(args):
 
 
 def run(args) -> int:
-    from facealign.train import train
+    from facealign.training.loop import train
     cfg = make_train_config(args)
     command = "facealign " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
     summary = train(cfg, resume=args.resume, command=command)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.data.crop import DEFAULT_CONTEXT, CropTransform
-from facealign.io import atomic_path, atomic_write_json
+from facealign.atomic import atomic_path, atomic_write_json
 
 CACHE_VERSION = 1
 
@@ -104,7 +104,7 @@ def _existing_cache(folder: Path, key: str) -> CropCache | None:
 def decode_photos(records):
     """Yield each record's decoded RGB photo, or the ImageLoadError it raised; consecutive faces of one
     photo (AFW stores one file per face) decode it once."""
-    from facealign.imageio import ImageLoadError, load_rgb
+    from facealign.data.images import ImageLoadError, load_rgb
     last_path, last_image = None, None
     for r in records:
         if r.image != last_path:
@@ -121,7 +121,7 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     from tqdm import tqdm
 
     from facealign.data.errors import DataError
-    from facealign.imageio import ImageLoadError
+    from facealign.data.images import ImageLoadError
     folder = Path(folder)
     key = cache_key(records, boxes, spec)
     existing = _existing_cache(folder, key)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.io import atomic_write_text
+from facealign.atomic import atomic_write_text
 
 PTS_OFFSET = 1.0  # file coordinates minus code coordinates
 _OFFSET = Decimal(1)

@@ -35,7 +35,7 @@ class LandmarkScheme:
 
     eye_corners: the outer eye corners (the `inter_ocular` normaliser), or None.
     pupils: two groups of points whose centroids are the pupils (`inter_pupil`), or None.
-    norm: the scheme's standard NME normaliser (`facealign.metrics.NORMALIZERS`).
+    norm: the scheme's standard NME normaliser (`facealign.evaluation.metrics.NORMALIZERS`).
     """
 
     name: str
@@ -148,7 +148,7 @@ def wflw98() -> LandmarkScheme:
 # The pupils 16, 17 are the one swapped pair between the lids (12-15) and the nose sides (18, 19) in both tables.
 # COFW's standard normaliser is the inter-pupil distance (the evaluation of Burgos-Artizzu et al. 2013, RCPR; that
 # code was not re-read here); HRNet lib/core/evaluation.py (L == 29), mmpose's NME metric ('cofw': [8, 9]) and
-# PIPNet normalise by the outer eye corners 8, 9 instead: `facealign.metrics`' inter_ocular for this scheme.
+# PIPNet normalise by the outer eye corners 8, 9 instead: `facealign.evaluation.metrics`' inter_ocular for this scheme.
 COFW_PAIRS = ((0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15), (16, 17), (18, 19), (22, 23))
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facealign.data.boxes import BoxCache, boxes_for
+from facealign.detection.boxes import BoxCache, boxes_for
 from facealign.data.crop import crop_face
 from facealign.data.layouts import index_dataset
 from facealign.data.schemes import get_scheme
-from facealign.imageio import load_rgb
-from facealign.io import atomic_write_bytes
+from facealign.data.images import load_rgb
+from facealign.atomic import atomic_write_bytes
 
 REGION_COLOURS = {"jaw": (255, 255, 0), "right_eyebrow": (255, 128, 0), "left_eyebrow": (255, 128, 0),
                   "nose_bridge": (0, 255, 255), "nose_lower": (0, 255, 255), "right_eye": (0, 255, 0),

@@ -33,7 +33,7 @@ def summarize_root(root: Path, layout: str = "auto", decode: bool = True, progre
 def _decode_all(index: DatasetIndex, progress: bool) -> None:
     from tqdm import tqdm
 
-    from facealign.imageio import ImageLoadError, load_rgb
+    from facealign.data.images import ImageLoadError, load_rgb
     images = sorted({r.image for recs in index.splits.values() for r in recs})
     bad = set()
     for path in tqdm(images, desc="decoding images", unit="img", disable=not progress, leave=False):

@@ -1,7 +1,14 @@
 """Inference: crop -> network -> image pixels, behind named backends, and the public `FaceAligner`.
 
-Layering: this package sits on `facealign.data` and `facealign.models` and imports nothing above it
-(training, evaluation, export, commands). torch and timm are imported only on the torch backend's path;
+- The core: `aligner` (`FaceAligner`), `backends`, `runner`, `onnx_build`, `onnx_runtime`, `quantize`, and
+  `dlib_predictor` (dlib's shape predictor, run through the same harness as our models).
+- The jobs on top of it: `predict` (images, folders, globs), `video` with `tracking` (One Euro smoothing, cuts),
+  `rotations` (retry on quarter turns), `outputs` (JSON, .pts, CSV, drawings).
+- `export` (ONNX, int8) and `release` (a run's checkpoint shipped as a packaged model with its card) check what
+  they write with the evaluation harness, so those two sit one layer higher (tests/test_layers.py).
+
+Layering: the core sits on `facealign.data`, `facealign.detection` and `facealign.models` and imports nothing
+above it (training, evaluation, commands). torch and timm are imported only on the torch backend's path;
 `FaceAligner(backend="onnx")` runs on onnxruntime alone once the model's ONNX file exists.
 
 Attributes load on first use, so `import facealign.inference` stays light.

@@ -12,8 +12,8 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from facealign.data.detectors import DETECTORS, default_min_score, get_detector
-from facealign.imageio import load_rgb
+from facealign.detection.detectors import DETECTORS, default_min_score, get_detector
+from facealign.data.images import load_rgb
 from facealign.inference.backends import BACKENDS, default_backend, load_runner
 
 CHUNK = 32  # face crops per network call
@@ -125,7 +125,7 @@ class FaceAligner:
             96 px, one crop; their accuracy and speed: each one's model card, facealign/weights/NAME.json, and
             docs/status.md), a .safetensors file (model card beside it), a training checkpoint (.pt), or an
             .onnx file.
-        detector: a name from `facealign.data.detectors.DETECTORS` ("dlib": HOG, "dlib-cnn": dlib's MMOD CNN,
+        detector: a name from `facealign.detection.detectors.DETECTORS` ("dlib": HOG, "dlib-cnn": dlib's MMOD CNN,
             "mtcnn"; see docs/detection.md) or a callable `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
         device: torch device for the torch backend ("cpu", "cuda", ...).
         backend: "torch", "onnx" or "onnx-int8" (a key of `BACKENDS`); None: a packaged model's fastest
@@ -133,7 +133,7 @@ class FaceAligner:
             an .onnx file, else "torch".
         upsample: detector upsampling steps (dlib: 1 finds faces down to about 40 px).
         min_score: detections scoring below this are dropped; None: the detector's measured default
-            (`facealign.data.detectors.DEFAULT_MIN_SCORES`; 0 for a callable). Scores are not comparable
+            (`facealign.detection.detectors.DEFAULT_MIN_SCORES`; 0 for a callable). Scores are not comparable
             between detectors (dlib: SVM margin; mtcnn: probability).
         flip_tta: override the model card's flip test-time augmentation.
         threads: CPU threads of the network (None: the backend's default, one per core).

@@ -4,7 +4,7 @@ Every backend has the same interface: `Backend.runner(model, device, flip_tta, t
 the runner's backend maps (B, 3, S, S) float32 ImageNet-normalised crops to (B, 68, 2) normalised crop
 coordinates. torch is imported only on the torch path.
 
-model specs: a packaged model name (`facealign.models.registry.PACKAGED_MODELS`), a .safetensors file (card
+model specs: a packaged model name (`facealign.models.weights.PACKAGED_MODELS`), a .safetensors file (card
 beside it), a training checkpoint (.pt, torch only) or an .onnx file made by `facealign export` (onnx only).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facealign.inference.runner import CropRunner
-from facealign.models.registry import model_file
+from facealign.models.weights import model_file
 
 
 # torch's CPU threads for one landmark call when none are asked for. Measured (`python benchmarks/ort_threads.py
@@ -108,7 +108,7 @@ class OnnxInt8:
     @staticmethod
     def runner(model, device: str = "cpu", flip_tta: bool | None = None, threads: int | None = None) -> CropRunner:
         from facealign.inference.onnx_runtime import load_onnx_runner
-        from facealign.models.registry import PACKAGED_MODELS, packaged_int8_path
+        from facealign.models.weights import PACKAGED_MODELS, packaged_int8_path
         if device != "cpu":
             raise ValueError(f"backend 'onnx-int8' runs on the CPU only (got device {device!r})")
         if isinstance(model, str) and model in PACKAGED_MODELS:
@@ -131,7 +131,7 @@ BACKENDS = {"torch": Torch, "onnx": Onnx, "onnx-int8": OnnxInt8}
 
 # Each packaged model's default backend: the fastest at batch 1 in the one-run `facealign bench` table
 # (docs/benchmarks.json) among its backends whose NME is within MAX_DEFAULT_NME_CHANGE of torch's.
-# `facealign.bench.choose_default_backends` derives it from that file and a test keeps the two equal.
+# `facealign.evaluation.bench.choose_default_backends` derives it from that file and a test keeps the two equal.
 DEFAULT_BACKENDS = {"default": "onnx-int8", "default160": "onnx", "fast": "onnx"}
 MAX_DEFAULT_NME_CHANGE = 0.005
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facealign.inference.onnx_runtime import (CARD_KEY, FIXED_BATCHES, INPUT_NAME, IO_KEY, OUTPUT_NAME, VERSION_KEY,
                                               OnnxExportError, _require, fixed_batch_path)
-from facealign.io import atomic_write_bytes, safe_stem
+from facealign.atomic import atomic_write_bytes, safe_stem
 
 EXPORT_FORMAT = 2  # bump when the exported graph changes, so cached files are rebuilt
 

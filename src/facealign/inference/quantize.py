@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from facealign.inference.onnx_runtime import CARD_KEY, INPUT_NAME, QUANT_KEY, OnnxExportError
-from facealign.io import atomic_write_bytes
+from facealign.atomic import atomic_write_bytes
 
 
 SCHEME = "static-int8-qdq"

@@ -3,7 +3,7 @@
 All coordinates are normalised crop coordinates in [0, 1], (B, K, 2) as (x, y);
 see `facealign.models.heatmap` for the exact convention.
 
-Names load on first use, so `facealign.models.registry` (packaged model files) imports no torch or timm.
+Names load on first use, so `facealign.models.weights` (packaged model files) imports no torch or timm.
 """
 from facealign._lazy import lazy_attributes
 _LAZY = {

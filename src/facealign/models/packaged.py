@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from facealign.checkpoint import CheckpointError, load_checkpoint
+from facealign.models.checkpoint import CheckpointError, load_checkpoint
 from facealign.data.schemes import SchemeError, get_scheme
-from facealign.io import atomic_write_bytes, atomic_write_json
+from facealign.atomic import atomic_write_bytes, atomic_write_json
 from facealign.models.heads import LandmarkModel, build_model
-from facealign.models.registry import model_file
+from facealign.models.weights import model_file
 
 def card_from_config(cfg: dict, scheme: dict | None = None) -> dict:
     """A model card for a training checkpoint's config (no metrics). scheme: the checkpoint's landmark scheme

@@ -35,8 +35,8 @@ def init_source(cfg) -> dict:
     init_model / init_backbone run started from (a packaged name such as `default` changes meaning when a new
     model ships), or for third-party packaged weights (init="mediapipe") also their file, licence and
     attribution; {} otherwise."""
-    from facealign.io import sha256_file
-    from facealign.models.registry import model_file
+    from facealign.atomic import sha256_file
+    from facealign.models.weights import model_file
     for field_name in ("init_model", "init_backbone"):
         spec = getattr(cfg, field_name)
         if spec:

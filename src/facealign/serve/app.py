@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facealign.models.registry import PACKAGED_MODELS
-from facealign.outputs import annotate, image_json
+from facealign.models.weights import PACKAGED_MODELS
+from facealign.inference.outputs import annotate, image_json
 from facealign.serve.config import ServeConfig
 from facealign.serve.inputs import (RequestError, add_chunk, body_kind, check_content_length, decode_image,
                                     error_body, parse_boxes, parse_flag, parse_min_score)

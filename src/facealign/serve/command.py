@@ -10,6 +10,7 @@ import sys
 
 from facealign.serve.config import ServeConfig
 
+HELP = "HTTP landmark service and web page (needs the serve extras)"
 D = ServeConfig()
 
 

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from facealign.imageio import ImageLoadError, load_rgb
+from facealign.data.images import ImageLoadError, load_rgb
 
 # Formats the service decodes. Pillow can open more (EPS would even run Ghostscript): refuse the rest.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
