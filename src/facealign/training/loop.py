@@ -95,6 +95,25 @@ def _device(cfg: TrainConfig) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """AdamW parameter groups: one for the whole network, or, with `backbone_lr`, the backbone at
+    backbone_lr / lr of every step's rate (`lr_scale`) and the head at the full rate."""
+    if cfg.backbone_lr is None:
+        return [{"params": list(model.parameters())}]
+    return [{"params": list(model.backbone.parameters()), "lr_scale": cfg.backbone_lr / cfg.lr},
+            {"params": list(model.head.parameters()), "lr_scale": 1.0}]
+
+
+def training_sampler(train_cache, cfg: TrainConfig, world: int, rank: int):
+    """The epoch order: every face once, shuffled per epoch (DistributedSampler), or with `pose_balance`,
+    faces drawn with replacement, rare poses more often (`facealign.data.sampling`)."""
+    if cfg.pose_balance > 0:
+        from facealign.data.sampling import BalancedSampler, pose_weights
+        return BalancedSampler(pose_weights(train_cache.landmarks, cfg.pose_balance), world, rank, cfg.seed)
+    return DistributedSampler(range(len(train_cache)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                              drop_last=True)
+
+
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     """Cosine decay from cfg.lr to 0 over `total` steps (per-step schedule)."""
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
@@ -176,8 +195,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     val_ds = CachedFaces(val_cache) if val_cache is not None else None  # None: val_fraction 0, a final fit
-    sampler = DistributedSampler(range(len(train_cache)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
+    sampler = training_sampler(train_cache, cfg, world, rank)
     per_rank_batch = cfg.batch_size // world
     batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device, scheme.mirror_permutation)
     if len(batches) == 0:  # full batches only (drop_last): an epoch would train nothing and say nothing
@@ -196,7 +214,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         load_backbone_weights(model, cfg.init_backbone)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     autocast_dtype = amp_dtype(cfg.amp, device)
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -245,7 +263,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
                 break
             global_step = epoch * steps_per_epoch + step
             for g in optimizer.param_groups:
-                g["lr"] = lr_at(cfg, global_step, total_steps)
+                g["lr"] = lr_at(cfg, global_step, total_steps) * g.get("lr_scale", 1.0)
             images = images.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 outputs = net(images)
@@ -272,7 +290,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         if main_proc:
             val_nme = validate(model, val_ds, val_records, device, memory_format, scheme) if val_ds is not None else None
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps_per_epoch, 1), "val_nme": val_nme,
-                      "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / (time.time() - t0),
+                      "lr": optimizer.param_groups[-1]["lr"], "img_per_s": seen / (time.time() - t0),
                       "epoch_s": time.time() - t0}
             history.append(record)
             # Without validation (a final fit) the latest epoch is also the "best" checkpoint.
