@@ -60,6 +60,8 @@ LEVERS: dict[str, dict] = {
     # in fp16) do not fit beside the levers' packs in one device call's 64 MiB.
     "e60-occ50": {"epochs": 60, "augment": {"occlusion": 0.5, "occlusion_size": 0.4}},
     "e150-s224": {"epochs": 150, "size": 224},
+    "e60-pose05": {"epochs": 60, "pose_balance": 0.5},
+    "e60-pose1": {"epochs": 60, "pose_balance": 1.0},
 }
 
 
