@@ -40,7 +40,7 @@ GPU_PROBE_IMG_S = 734 * 40 / 120
 # A pack holds one box protocol: the grid trains and validates on the packed detector boxes (the seed
 # preset's `seed` training boxes would need a second pack), recorded in every run's config.
 DEVICE = {"train_box": "detector", "val_box": "detector"}
-TINY = {"size": 32, "context": 0.1, "batch_size": 4, "epochs": 1, "max_steps": 1, "train_box": "gt", "val_box": "gt",
+TINY = {"input_size": 32, "context": 0.1, "batch_size": 4, "epochs": 1, "max_steps": 1, "train_box": "gt", "val_box": "gt",
         "drop_undetected": False}
 
 
@@ -54,12 +54,12 @@ LEVERS: dict[str, dict] = {
     "e60-seed2": {"epochs": 60, "seed": 2},
     "e60-seed3": {"epochs": 60, "seed": 3},
     "e60-aug30": {"epochs": 60, "augment": {"rotation_deg": 30.0, "scale": 0.2}},
-    "e60-s224": {"epochs": 60, "size": 224},
+    "e60-s224": {"epochs": 60, "input_size": 224},
     "e60-fpn4": {"epochs": 60, "head": "fpn4"},
     # queued for the next lent GPU (not run yet). Lite1/Lite2 are not here: their weights (about 11 MB each
     # in fp16) do not fit beside the levers' packs in one device call's 64 MiB.
     "e60-occ50": {"epochs": 60, "augment": {"occlusion": 0.5, "occlusion_size": 0.4}},
-    "e150-s224": {"epochs": 150, "size": 224},
+    "e150-s224": {"epochs": 150, "input_size": 224},
     "e60-pose05": {"epochs": 60, "pose_balance": 0.5},
     "e60-pose1": {"epochs": 60, "pose_balance": 1.0},
 }
@@ -280,20 +280,20 @@ def main(argv=None) -> int:
     # measured for none of these yet: ~6 GiB per training process is a guess with room (B0, 224 px, batch 64, fp16)
     fits = int(torch.cuda.mem_get_info()[0] // (6 * 2**30)) if cuda else 2
     parallel = max(1, a.parallel or min(len(exps), fits))
-    log(f"device {device}; {len(exps)} runs at preset {a.preset} (size {cfg.size}, batch {cfg.batch_size}, "
+    log(f"device {device}; {len(exps)} runs at preset {a.preset} (input_size {cfg.input_size}, batch {cfg.batch_size}, "
         f"{cfg.epochs} epochs), {parallel} at a time; deadline {a.deadline_min} min", fh)
 
     from facealign.data.pack import read_pack
     with read_pack(a.train) as pack:
         n_train = int(len(pack.records(cfg.train_split)) * (1 - cfg.val_fraction))
     try:
-        cpu_img_s = measure_img_s(exps[0], cfg.size, min(cfg.batch_size, 16), 1.0 if a.tiny else 3.0)
+        cpu_img_s = measure_img_s(exps[0], cfg.input_size, min(cfg.batch_size, 16), 1.0 if a.tiny else 3.0)
     except Exception as e:  # noqa: BLE001  (an estimate is not worth the call)
         log(f"CPU img/s not measured: {e.__class__.__name__}: {e}", fh)
         cpu_img_s = float("nan")
     images = n_train * cfg.epochs * len(exps)
     estimate = {"train_faces": n_train, "images_to_train": images, "cpu_img_s": cpu_img_s,
-                "cpu_img_s_what": f"{exps[0].name}, {cfg.size} px, batch {min(cfg.batch_size, 16)}, forward+backward, "
+                "cpu_img_s_what": f"{exps[0].name}, {cfg.input_size} px, batch {min(cfg.batch_size, 16)}, forward+backward, "
                                   f"{torch.get_num_threads()} threads",
                 "cpu_grid_s": images / cpu_img_s, "gpu_probe_img_s": GPU_PROBE_IMG_S,
                 "gpu_grid_serial_s": images / GPU_PROBE_IMG_S}

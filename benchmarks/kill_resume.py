@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ARGS = ["--size", "32", "--batch-size", "4", "--epochs", "5", "--workers", "0", "--train-box", "gt",
+ARGS = ["--input-size", "32", "--batch-size", "4", "--epochs", "5", "--workers", "0", "--train-box", "gt",
         "--val-box", "gt", "--head", "heatmap", "--loss", "mse"]
 RUN = "efficientnet_b0-heatmap-mse"
 

@@ -31,11 +31,11 @@ from facealign.atomic import atomic_write_bytes, atomic_write_text
 LEVERS: dict[str, dict] = {
     "e90": {},
     "e300": {"epochs": 300},
-    "s192-e300": {"size": 192, "epochs": 300},
-    "s224-e300": {"size": 224, "epochs": 300},
-    "s256-e300": {"size": 256, "epochs": 300},
+    "s192-e300": {"input_size": 192, "epochs": 300},
+    "s224-e300": {"input_size": 224, "epochs": 300},
+    "s256-e300": {"input_size": 256, "epochs": 300},
     "fpn4-e300": {"head": "fpn4", "epochs": 300},
-    "fpn4-s256-e300": {"head": "fpn4", "size": 256, "epochs": 300},
+    "fpn4-s256-e300": {"head": "fpn4", "input_size": 256, "epochs": 300},
     "all-e300": {"epochs": 300, "val_fraction": 0.0},  # final fit on every training face (no validation)
 }
 TINY = {"epochs": 2, "max_steps": 2, "batch_size": 4}

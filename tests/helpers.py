@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 # Tiny training settings for tests on generated 96 px faces (seconds per run on 2 CPU cores).
-TINY = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, lr=3e-3)
+TINY = dict(input_size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, lr=3e-3)
 
 
 def tiny_config(data: Path, tmp_path: Path, **overrides):

@@ -147,7 +147,7 @@ def test_nan_loss_stops_training_and_keeps_checkpoint(data, tmp_path, monkeypatc
 
 def test_nan_loss_cli_message(data, tmp_path, monkeypatch, capsys):
     _nan_at(monkeypatch, 1)
-    rc = main(["train", "--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0",
+    rc = main(["train", "--data", str(data), "--input-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0",
                "--train-box", "gt", "--val-box", "gt", "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1

@@ -48,7 +48,7 @@ def test_detect_missing_detects_only_for_detector_protocols(root, passes, tmp_pa
 def test_training_data_detects_every_photo_in_one_pass_with_a_bar(root, passes, tmp_path, capsys):
     from facealign.training.config import make_config
     from facealign.training.prepare import prepare_data
-    cfg = make_config("cpu", data=str(root), size=32, train_box="gt", val_box="detector", drop_undetected=False,
+    cfg = make_config("cpu", data=str(root), input_size=32, train_box="gt", val_box="detector", drop_undetected=False,
                       cache_dir=str(tmp_path / "cache"))
     prepare_data(cfg, progress=True)
     assert len(passes) == 1 and passes[0]["todo"] == 6 and passes[0]["progress"] is True

@@ -58,7 +58,7 @@ def test_grid_json_holds_every_run_by_value(tiny):
     assert g["extra"] == ["mediapipe_facemesh:mediapipe"]
     for r in g["runs"]:
         assert (r["status"], r["epochs_done"], r["epochs"]) == ("exit 0", 1, 1)
-        assert r["config"]["config"]["size"] == 32 and r["config"]["config"]["backbone"] == r["backbone"]
+        assert r["config"]["config"]["input_size"] == 32 and r["config"]["config"]["backbone"] == r["backbone"]
         assert len(r["history"]) == 1 and np.isfinite(r["history"][0]["val_nme"])
         assert r["train_s"] > 0
         ev = r["eval"]
@@ -122,9 +122,10 @@ def test_run_pool_stops_runs_at_the_deadline_and_records_it(tmp_path):
 def test_preset_column_names_the_preset_a_config_matches():
     def rec(**cfg):
         return RunRecord("x", {"config": {"backbone": "b", **cfg}}, [], {}, None)
-    assert rec(size=224, batch_size=64, epochs=40).preset == "seed"
-    assert rec(size=128, batch_size=16, epochs=12).preset == "cpu"
-    assert rec(size=128, batch_size=16, epochs=13).preset == "custom"
+    assert rec(input_size=224, batch_size=64, epochs=40).preset == "seed"
+    assert rec(size=224, batch_size=64, epochs=40).preset == "seed"  # a record from before the rename
+    assert rec(input_size=128, batch_size=16, epochs=12).preset == "cpu"
+    assert rec(input_size=128, batch_size=16, epochs=13).preset == "custom"
     assert RunRecord("dlib", None, None, {}, None).preset == "-"
     assert rec().device == "CPU"
     assert RunRecord("x", {"config": {}, "device": "NVIDIA H200"}, [], {}, None).device == "NVIDIA H200"
@@ -173,8 +174,8 @@ def test_initialisation_column_names_the_kind_of_weights():
 
 def test_seed_preset_rows_lead_the_table():
     ev = lambda nme: {"gt-box": {"summary": {"nme": nme, "auc": 0.2, "fr": 0.0, "n": 1, "detector_misses": 0}}}  # noqa: E731
-    seed = {"size": 224, "batch_size": 64, "epochs": 40}
-    cpu = {"size": 128, "batch_size": 16, "epochs": 12}
+    seed = {"input_size": 224, "batch_size": 64, "epochs": 40}
+    cpu = {"input_size": 128, "batch_size": 16, "epochs": 12}
     records = [RunRecord("cpu-good", {"config": cpu}, None, ev(0.05), None),
                RunRecord("seed-bad", {"config": seed}, None, ev(0.09), None),
                RunRecord("seed-good", {"config": seed}, None, ev(0.06), None),

@@ -28,7 +28,7 @@ def tiny_grid(tmp_path_factory):
     """Two tiny experiments + dlib trained and evaluated once; the report in a separate folder."""
     tmp = tmp_path_factory.mktemp("grid")
     data = make_300w_fixture(tmp / "300W", {"afw": 6, "helen/trainset": 6, "helen/testset": 3}, size=96)
-    kw = dict(size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, cache_dir=str(tmp / "cache"))
+    kw = dict(input_size=32, batch_size=4, epochs=2, train_box="gt", val_box="gt", workers=0, cache_dir=str(tmp / "cache"))
     out, report = tmp / "results", tmp / "report"
     import torch
     threads = torch.get_num_threads()
@@ -60,7 +60,7 @@ def test_run_grid_writes_the_report_and_resumes(tiny_grid):
                 (out / "runs" / name / "eval" / f"common_gt_{miss}.json").read_bytes()
     readme = (report / "README.md").read_text()
     assert "    facealign experiments (test)" in readme
-    assert "**Not the study's settings:** size 32 (study: 224), batch_size 4 (study: 64), epochs 2 (study: 40)" \
+    assert "**Not the study's settings:** input_size 32 (study: 224), batch_size 4 (study: 64), epochs 2 (study: 40)" \
         in readme
     assert "## Not in this report" not in readme  # every selected experiment finished
     assert "2 runs have 3 epochs or fewer and are not judged" in readme

@@ -145,7 +145,7 @@ def test_experiments_train_and_evaluate_on_split_file_splits(tmp_path, rng):
     out, name = tmp_path / "grid", "efficientnet_b0-regression-mse"
     assert main(["experiments", "--data", str(root), "--layout", "generic", "--splits", str(tmp_path / "s.json"),
                  "--train-split", "mine", "--split", "theirs", "--only", name, "--no-dlib", "--box", "gt", "--miss",
-                 "gt-box", "--size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box",
+                 "gt-box", "--input-size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box",
                  "gt", "--val-box", "gt", "--workers", "0", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
                  "-o", str(out)]) == 0
     run = out / "runs" / name

@@ -10,7 +10,7 @@ def test_fewer_faces_than_one_batch_is_a_clear_error(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         root = make_300w_fixture(tmp_path / "300W", {"afw": 3, "helen/trainset": 3}, size=64)
-    args = ["train", "--data", str(root), "--preset", "cpu", "--size", "32", "--epochs", "1", "--out",
+    args = ["train", "--data", str(root), "--preset", "cpu", "--input-size", "32", "--epochs", "1", "--out",
             str(tmp_path / "runs"), "--set", 'train_box="gt"', "--set", 'val_box="gt"', "--set",
             f'cache_dir="{tmp_path / "cache"}"']
     assert main(args + ["--batch-size", "16"]) != 0

@@ -13,7 +13,7 @@ from facealign.cli import main
 from facealign.data.synthetic import make_300w_fixture
 from facealign.training.config import TrainConfig
 
-TINY_FLAGS = ["--head", "regression", "--loss", "wing", "--size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box", "gt",
+TINY_FLAGS = ["--head", "regression", "--loss", "wing", "--input-size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "1", "--train-box", "gt",
               "--val-box", "gt", "--workers", "0", "--threads", "1"]
 
 
@@ -55,7 +55,7 @@ def test_train_help_lists_every_config_field_with_its_help(capsys):
 def test_name_and_command_are_recorded(run, data):
     meta = json.loads((run / "config.json").read_text())
     assert run.name == "first" and meta["config"]["run_name"] == "first"
-    assert meta["command"].startswith(f"facealign train --data {data} --head regression --loss wing --size 32 ")
+    assert meta["command"].startswith(f"facealign train --data {data} --head regression --loss wing --input-size 32 ")
     assert meta["command"].endswith("--name first")
 
 
@@ -82,7 +82,7 @@ def test_config_reruns_a_run(run, capsys):
 def test_config_errors_are_one_line(run, tmp_path, capsys):
     assert main(["train", "--config", str(run), "--preset", "cpu"]) == 2
     assert "exclude each other" in capsys.readouterr().err
-    assert main(["train", "--size", "32"]) == 2
+    assert main(["train", "--input-size", "32"]) == 2
     assert "--data is required" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "nothing.json")]) == 2
     assert "no run config" in capsys.readouterr().err

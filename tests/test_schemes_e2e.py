@@ -11,7 +11,7 @@ from facealign.cli import main
 from facealign.data.pts import read_pts, write_pts
 from facealign.data.synthetic import make_300w_fixture, random_face
 
-TINY = ["--size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "2", "--train-box", "gt",
+TINY = ["--input-size", "32", "--batch-size", "4", "--epochs", "1", "--max-steps", "2", "--train-box", "gt",
         "--val-box", "gt", "--workers", "0", "--threads", "1"]
 FIVE = {"name": "five", "num_points": 5, "mirror_pairs": [[0, 1], [3, 4]], "norm_points": [0, 1]}
 FIVE_OF_68 = [36, 45, 30, 48, 54]  # outer eye corners, nose tip, mouth corners

@@ -82,7 +82,7 @@ def test_readme_states_settings_convergence_and_missing(tmp_path):
              "missing": ["tf_efficientnet_lite0-heatmap-mse"], "rows": [{"experiment": "x", "NME": 0.1}],
              "auc": {r.name: 0.5 for r in recs}, "auc_t95": {r.name: 0.9 for r in recs}}
     text = render_readme(recs, facts, CHECKS)
-    assert "**Not the study's settings:** size 128 (study: 224), batch_size 16 (study: 64), epochs 12 (study: 40)" \
+    assert "**Not the study's settings:** input_size 128 (study: 224), batch_size 16 (study: 64), epochs 12 (study: 40)" \
         in text
     assert "still fell by more than 2% over the last 3 epochs in 1 of 12 runs (efficientnet_b0-heatmap-mse)" in text
     assert "Not finished (no final.json or no evaluation): tf_efficientnet_lite0-heatmap-mse." in text

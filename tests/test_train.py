@@ -57,7 +57,7 @@ def test_train_then_evaluate(data, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted(data, tmp_path):
     # Small on purpose (2 steps per epoch, 3 epochs, one thread): exactness needs no more. One intra-op thread
     # also keeps the float sums in one order in every process, and a 2-core CI machine from oversubscribing.
-    args = ["--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "3", "--max-steps", "2",
+    args = ["--data", str(data), "--input-size", "32", "--batch-size", "4", "--epochs", "3", "--max-steps", "2",
             "--workers", "0", "--threads", "1", "--train-box", "gt", "--val-box", "gt", "--head", "regression",
             "--loss", "wing"]
     cmd = [sys.executable, "-m", "facealign.cli", "train"]
@@ -107,7 +107,7 @@ def test_mismatched_head_and_loss_is_rejected(data, tmp_path):
 def test_ddp_gloo_two_processes(data, tmp_path):
     # --standalone: a local rendezvous on a free port the OS picks, so parallel CI jobs never collide on one
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "facealign.cli", "train", "--data", str(data), "--size", "32", "--batch-size", "4", "--epochs", "2",
+           "-m", "facealign.cli", "train", "--data", str(data), "--input-size", "32", "--batch-size", "4", "--epochs", "2",
            "--max-steps", "2",  # per epoch: two all-reduced steps show the ranks in step, more add only time
            "--workers", "0", "--train-box", "gt", "--val-box", "gt", "--out", str(tmp_path / "ddp"),
            "--cache-dir", str(tmp_path / "cache")]

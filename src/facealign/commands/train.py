@@ -16,7 +16,7 @@ HELP = "train one model (resumable; --config RUN/config.json re-runs a run)"
 INTERRUPT_HINT = "continue from the last finished epoch with the same command plus --resume"
 
 # TrainConfig fields with a flag of their own (--set reaches every field).
-TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "size", "lr", "init", "workers", "out", "seed",
+TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "input_size", "lr", "init", "workers", "out", "seed",
                "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
                "loader", "amp", "threads", "layout", "splits", "train_split", "backbone_lr", "pose_balance")
 FLAG_TYPES = {"int": int, "float": float, "str": str}  # a flag's type, from its field's annotation

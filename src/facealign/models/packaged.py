@@ -22,7 +22,8 @@ def card_from_config(cfg: dict, scheme: dict | None = None) -> dict:
     (`LandmarkScheme.to_dict`; None: the config's `scheme`, by default ibug68)."""
     return {"name": f"{cfg['backbone']}-{cfg['head']}-{cfg['loss']}", "backbone": cfg["backbone"],
             "head": cfg["head"], "feature_index": cfg.get("feature_index", -1), "head_kwargs": {},
-            "input_size": cfg["size"], "context": cfg.get("context", 0.1), "box_protocol": cfg.get("val_box", "detector"),
+            "input_size": cfg.get("input_size", cfg.get("size")),  # "size": configs before the rename
+            "context": cfg.get("context", 0.1), "box_protocol": cfg.get("val_box", "detector"),
             "detector": "dlib", "flip_tta": False, "scheme": get_scheme(scheme or cfg.get("scheme")).to_dict()}
 
 

@@ -11,7 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-STUDY_SETTINGS = {"size": 224, "batch_size": 64, "epochs": 40}
+from facealign.training.config import upgrade_run_config
+
+STUDY_SETTINGS = {"input_size": 224, "batch_size": 64, "epochs": 40}
 BOX_TEXT = {"detector": "dlib's HOG detector, the detection that matches the face (`detector`)",
             "gt": "the ground-truth landmarks' box (`gt`)",
             "seed": "the study's: detector box grown to hold every ground-truth landmark (`seed`, leaks the answer)"}
@@ -211,10 +213,10 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     """The results README: setup, table, plots, each conclusion checked, the AUC note, what is missing."""
     misses, split, t = facts["misses"], facts["split"], facts["threshold"]
     trained = [r for r in records if r.config is not None]
-    cfg = trained[0].config["config"] if trained else {}
+    cfg = upgrade_run_config(trained[0].config["config"]) if trained else {}  # records before the rename: "size"
     env = trained[0].config.get("environment", {}) if trained else {}
     grid = facts.get("grid") or {}
-    settings = ", ".join(f"{k} {cfg.get(k)}" for k in ("size", "batch_size", "epochs", "lr", "context",
+    settings = ", ".join(f"{k} {cfg.get(k)}" for k in ("input_size", "batch_size", "epochs", "lr", "context",
                                                        "train_box", "val_box", "val_fraction") if k in cfg)
     differs = {k: (cfg.get(k), v) for k, v in STUDY_SETTINGS.items() if cfg and cfg.get(k) != v}
     out = ["# The study's grid, rerun: results and conclusions", "",
@@ -320,7 +322,7 @@ def time_budget(trained, hours: float = 2.5) -> str:
     epochs = {r.config["config"]["epochs"] for r in timed}
     per = ", ".join(f"{b} {s:.0f} s" for b, s in sorted(fastest.items()))
     return (f"Time budget: the fastest measured epoch per backbone is {per} (at size "
-            f"{timed[0].config['config']['size']}, batch {timed[0].config['config']['batch_size']}). One epoch of "
+            f"{upgrade_run_config(timed[0].config['config'])['input_size']}, batch {timed[0].config['config']['batch_size']}). One epoch of "
             f"each of these {len(timed)} runs therefore takes at least {grid_epoch / 60:.1f} min, so a {hours:g} h "
             f"grid allows at most {int(hours * 3600 // grid_epoch)} epochs per run; the runs here used "
             f"{'/'.join(str(e) for e in sorted(epochs))}.")

@@ -180,7 +180,7 @@ def run_grid(data: str, out: Path, preset: str | None = "cpu", grids=("study",),
                     continue
                 train(cfg, resume=True, progress=progress)
             evaluate_into(cfg.run_dir, TorchPredictor(cfg.run_dir / "checkpoint_best.pt"), data, test_splits,
-                          protocol, misses, cfg.size, cache, progress, **splits_of)
+                          protocol, misses, cfg.input_size, cache, progress, **splits_of)
         if with_dlib:
             evaluate_into(runs / "dlib", load_predictor("dlib"), data, test_splits, protocol, misses, None, cache,
                           progress, **splits_of)

@@ -77,8 +77,8 @@ class RunRecord:
         """The `facealign.training.config.PRESETS` entry whose every value the config has ('-': baselines, 'custom')."""
         if self.config is None:
             return "-"
-        from facealign.training.config import PRESETS
-        cfg = self.config["config"]
+        from facealign.training.config import PRESETS, upgrade_run_config
+        cfg = upgrade_run_config(self.config["config"])  # records before the size -> input_size rename
         return next((n for n, p in PRESETS.items() if all(cfg.get(k) == v for k, v in p.items())), "custom")
 
     def errors(self, miss: str) -> np.ndarray:

@@ -50,7 +50,7 @@ class TrainConfig:
     init_backbone: str | None = _opt(None, "transfer: a packaged model, .safetensors or checkpoint whose backbone "
                                            "weights start this run's backbone (every tensor must exist there with "
                                            "the same shape); the head starts fresh; replaces init")
-    size: int = _opt(224, "network input, pixels")
+    input_size: int = _opt(224, "network input side, pixels (the model card's input_size)")
     batch_size: int = _opt(64, "global batch (divided among DDP processes)")
     epochs: int = _opt(40, "training epochs")
     lr: float = _opt(1e-3, "peak AdamW learning rate (cosine decay to 0, per step)")
@@ -99,24 +99,34 @@ class TrainConfig:
 
 
 # Presets override TrainConfig fields. `cpu` is sized by measurement for the study's grid on 2 CPU cores
-# (docs/results/README.md): 128 px keeps the study head's 4x4 heatmaps (3x3 at 96 px); batch 16 gives
+# (results/study/README.md): 128 px keeps the study head's 4x4 heatmaps (3x3 at 96 px); batch 16 gives
 # twice the steps of 32 at the same img/s; 12 epochs fit 18 runs in under 2 hours.
 PRESETS: dict[str, dict] = {
-    "seed": {"size": 224, "batch_size": 64, "epochs": 40},
-    "cpu": {"size": 128, "batch_size": 16, "epochs": 12},
+    "seed": {"input_size": 224, "batch_size": 64, "epochs": 40},
+    "cpu": {"input_size": 128, "batch_size": 16, "epochs": 12},
     # The shipped default model: ImageNet lite0, fused stride-8 heatmaps, trained on honest boxes.
     "default": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn", "loss": "integral_bce",
-                "size": 160, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
+                "input_size": 160, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
                 "val_box": "detector"},
     # The `fast` model (issue 11): Lite0 pruned after stride 16 + a 32-channel stride-4 FPN head, 96 px,
     # one crop: 57 MMAC per face (torch.utils.flop_counter), against about 1 GMAC for `default` with flip.
     "fast": {"backbone": "tf_efficientnet_lite0", "init": "imagenet", "head": "fpn16", "loss": "integral_bce",
-             "size": 96, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
+             "input_size": 96, "batch_size": 32, "epochs": 90, "context": 0.4, "train_box": "detector",
              "val_box": "detector"},
 }
 
 # Fields that may differ when resuming (they do not change what is computed).
 RESUME_FREE = {"workers", "device", "cache_dir", "out", "data", "threads", "run_name"}
+
+
+# Config keys renamed since run records were first written: old -> new (run config.json files and
+# checkpoints from before the rename still re-run, resume and package).
+RENAMED_FIELDS = {"size": "input_size"}
+
+
+def upgrade_run_config(config: dict) -> dict:
+    """A saved run config with renamed keys given their current names (a copy; current configs unchanged)."""
+    return {RENAMED_FIELDS.get(k, k) if RENAMED_FIELDS.get(k, k) not in config else k: v for k, v in config.items()}
 
 
 def make_config(preset: str | None = None, base: dict | None = None, **overrides) -> TrainConfig:
@@ -126,7 +136,7 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     if preset is not None and base is not None:
         raise ValueError("a preset and a run's config exclude each other (the config already holds every field)")
-    values = {**PRESETS.get(preset, {}), **(base or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**PRESETS.get(preset, {}), **upgrade_run_config(base or {}), **{k: v for k, v in overrides.items() if v is not None}}
     if isinstance(values.get("augment"), dict):
         unknown = set(values["augment"]) - {f.name for f in dataclasses.fields(AugmentConfig)}
         if unknown:
@@ -165,7 +175,7 @@ def read_run_config(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a run's config.json ({e.__class__.__name__})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise ValueError(f"{path}: not a run's config.json (no \"config\" object)")
-    return meta["config"]
+    return upgrade_run_config(meta["config"])
 
 
 def _default_text(f: dataclasses.Field) -> str:

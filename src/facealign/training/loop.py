@@ -33,7 +33,7 @@ from facealign.hardware import cpu_has_fast_bf16, cpu_summary
 from facealign.models import HEADS, build_model
 from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
-from facealign.training.config import RESUME_FREE, TrainConfig, config_dict
+from facealign.training.config import RESUME_FREE, TrainConfig, config_dict, upgrade_run_config
 from facealign.training.loaders import build_batches
 from facealign.training.losses import build_loss, compute_loss
 from facealign.training.prepare import check_scheme, prepare_data
@@ -140,6 +140,7 @@ def validate(model, val_ds: CachedFaces, val_records, device, memory_format=torc
 
 
 def check_resume_compatible(saved: dict, cfg: TrainConfig) -> None:
+    saved = upgrade_run_config(saved)
     now = config_dict(cfg)
     defaults = config_dict(TrainConfig())  # fields added after the checkpoint was written
     diff = sorted(k for k in now if k not in RESUME_FREE and saved.get(k, defaults[k]) != now[k])

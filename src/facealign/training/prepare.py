@@ -32,7 +32,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
             raise DataError(f"train_detectors={cfg.train_detectors}: a pack holds one detector's boxes; train "
                             "from the data root to crop with several detectors")
         out = pack_caches(cfg.data, cfg.train_split, cfg.val_fraction, cfg.seed,
-                          CacheSpec(size=cfg.size, context=cfg.context), cfg.train_box, cfg.val_box,
+                          CacheSpec(size=cfg.input_size, context=cfg.context), cfg.train_box, cfg.val_box,
                           cfg.drop_undetected, cfg.cache_dir, progress=progress)
         counts.update(_pack_counts(cfg, out[0], out[1]))
         return out
@@ -46,7 +46,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
     box_caches = [BoxCache(cfg.data, cfg.cache_dir, DetectorConfig(name=d)) for d in detectors]
     box_cache = box_caches[0]
     folder = Path(cfg.cache_dir) if cfg.cache_dir else box_cache.path.parent
-    spec = CacheSpec(size=cfg.size, context=cfg.context)
+    spec = CacheSpec(size=cfg.input_size, context=cfg.context)
     # one visible, parallel detection pass (as `facealign boxes`) instead of a silent one face at a time below
     detect_missing(train + val, (cfg.train_box, cfg.val_box), box_cache, progress=progress)
     for extra in box_caches[1:]:
