@@ -1,7 +1,7 @@
 """Face detectors on the 300W photos: recall, unmatched detections, min_score, box maps, NME per detector.
 
-    python benchmarks/detectors.py --data ../shared/data/300W --runs results/detection -o docs/detection.json
-    python benchmarks/detectors.py --data ../shared/data/300W --timing 40 -o docs/detection.json   # quiet machine
+    python benchmarks/detectors.py --data ../shared/data/300W --runs results/detection -o results/benchmarks/detection.json
+    python benchmarks/detectors.py --data ../shared/data/300W --timing 40 -o results/benchmarks/detection.json   # quiet machine
 
 Detector runs (raw boxes, scores, seconds per photo) are saved in --runs and resumed. Photos: afw +
 helen/trainset (the training split: min_score and the box maps are chosen there) and helen/testset (the
@@ -137,7 +137,7 @@ def run_all(args, train, test) -> dict:
                              for n, u in CONFIGS}
     if not args.no_maps:
         atomic_write_json(BOX_MAPS_FILE, {"command": "python benchmarks/detectors.py --data ../shared/data/300W "
-                                          "--runs results/detection -o docs/detection.json", "maps": maps})
+                                          "--runs results/detection -o results/benchmarks/detection.json", "maps": maps})
         box_maps.cache_clear()
     for name, up in CONFIGS:
         entry = summary["detectors"][tag(name, up)]
@@ -231,7 +231,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--runs", type=Path, default=Path("results/detection"))
-    ap.add_argument("-o", "--output", type=Path, default=Path("docs/detection.json"))
+    ap.add_argument("-o", "--output", type=Path, default=Path("results/benchmarks/detection.json"))
     ap.add_argument("--cnn-test", type=int, default=40, help="dlib-cnn runs on this many test photos (seconds each)")
     ap.add_argument("--cnn-train", type=int, default=0, help="... and on this many training photos")
     ap.add_argument("--timing", type=int, default=0, help="only time the detectors on this many test photos")

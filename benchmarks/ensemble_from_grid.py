@@ -4,12 +4,12 @@ Each run's `eval.predictions` (faces x 68 x 2, image pixels) are averaged over t
 against the test pack's landmarks with the same NME as every table (facealign.evaluation.metrics). The grid's evaluation
 used the pack's stored detector boxes with flip TTA as the grid says; averaging adds no new input.
 
-    python benchmarks/ensemble_from_grid.py docs/runs/device-levers/grid.json --test .device/levers-common.fapack
+    python benchmarks/ensemble_from_grid.py results/runs/device-levers/grid.json --test .device/levers-common.fapack
     # the shipped models as further members (evaluated here, on the CPU, from the same pack):
-    python benchmarks/ensemble_from_grid.py docs/runs/device-levers/grid.json --test .device/levers-common.fapack \
+    python benchmarks/ensemble_from_grid.py results/runs/device-levers/grid.json --test .device/levers-common.fapack \
         --models default,default160
     # the returned grid.json (predictions inline) -> a committed copy without them + predictions.npz:
-    python benchmarks/ensemble_from_grid.py OUT/grid.json --test PACK --split-out docs/runs/device-levers
+    python benchmarks/ensemble_from_grid.py OUT/grid.json --test PACK --split-out results/runs/device-levers
 
 `--test` is the pack the grid evaluated on (`make device-levers-prep` rebuilds it byte for byte from the same
 photos and box cache); the script checks the face keys match.

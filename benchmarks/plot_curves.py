@@ -1,6 +1,6 @@
 """Validation NME and training loss per epoch of one or more run folders (their metrics.jsonl), one PNG.
 
-    python benchmarks/plot_curves.py runs/ft224/tf_efficientnet_lite0-fpn-integral_bce -o docs/curves-ft224.png
+    python benchmarks/plot_curves.py runs/ft224/tf_efficientnet_lite0-fpn-integral_bce -o results/runs/ft224/curves.png
 """
 import argparse
 import json

@@ -13,7 +13,7 @@ Rows:
 - each with amp off/bf16 (bf16 only where the CPU has AMX or AVX512-BF16, unless --force-bf16),
   channels_last on/off, 1/2 threads, batch 32/64.
 
-    python benchmarks/train_throughput.py --data ../shared/data/300W --preset default -o docs/benchmarks-training.md
+    python benchmarks/train_throughput.py --data ../shared/data/300W --preset default -o results/benchmarks/benchmarks-training-table.md
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate the finished experiments and report them; train nothing (unfinished ones are listed)")
     p.add_argument("-o", "--output", type=Path, default=Path("results/experiments"),
                    help="OUT: run folders go to OUT/runs (default results/experiments)")
-    p.add_argument("--report", type=Path, default=None, help="report folder (default OUT), e.g. docs/results")
+    p.add_argument("--report", type=Path, default=None, help="report folder (default OUT), e.g. results/study")
     p.add_argument("--add-run", type=Path, default=None, metavar="RUN",
                    help="instead: evaluate a finished run made elsewhere (e.g. `facealign baseline dlib-ert`) into "
                         "OUT/runs with the grid's protocol and rebuild the report with its row")

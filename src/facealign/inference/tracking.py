@@ -21,7 +21,7 @@ place (issue 24: IoU 0.47 kept one id across two people), so each frame is also 
 before: the Pearson correlation of their 32 x 32 grayscale thumbnails (`CutDetector`). Within a shot it
 stays near 1 (motion, shake and noise change few of the 1,024 coarse pixels); across a cut it falls.
 The threshold `CUT_MIN_CORRELATION` and its margin were measured with `benchmarks/video_cuts.py`
-(docs/predict.md).
+(docs/video.md).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ THUMB_SIZE = 32       # side of the grayscale thumbnail compared between frames,
 MAX_SHIFT = 2         # thumbnail pixels (1/16 of the frame) a shot may move between frames: pans, shake
 FLAT_STD = 1.0        # grey levels: a thumbnail this uniform (a black or white frame) has nothing to compare
 # Below this thumbnail correlation two consecutive frames are a cut. Measured (benchmarks/video_cuts.py,
-# docs/predict.md): within shots >= 0.950 (pans up to 10 px/frame on 240 px, shake, noise, zoom, 300W
+# docs/video.md): within shots >= 0.950 (pans up to 10 px/frame on 240 px, shake, noise, zoom, 300W
 # photos), across cuts <= 0.712 (200 pairs of 300W photos; LFW faces <= 0.30). Halfway: ~0.12 margin each side.
 CUT_MIN_CORRELATION = 0.83
 

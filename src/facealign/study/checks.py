@@ -222,7 +222,7 @@ def render_readme(records, facts: dict, checks: dict[str, Callable]) -> str:
     out = ["# The study's grid, rerun: results and conclusions", "",
            "Generated from the run folders by `facealign experiments` (`facealign.study.report`); do not edit.",
            "Rebuild every file here, byte for byte, from the copies in `runs/` (FOLDER: this report's folder, "
-           "e.g. docs/results or docs/results/seed):", "",
+           "e.g. results/study or results/study/seed):", "",
            "    facealign experiments --report-only -o FOLDER", ""]
     commands = grid.get("commands") or ([grid["command"]] if grid.get("command") else [])
     if commands:

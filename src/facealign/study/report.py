@@ -200,7 +200,7 @@ def _copy_records(records: list[RunRecord], runs: Path, dest_runs: Path, split: 
             atomic_write_bytes(dst / f, (src / f).read_bytes())
 
 
-# Reports of the same grid at other presets, in sub-folders of a report (docs/results/seed: the study's own
+# Reports of the same grid at other presets, in sub-folders of a report (results/study/seed: the study's own
 # settings, trained on a GPU by benchmarks/device_grid.sh). The main report leads with their rows and checks each
 # conclusion at every preset.
 PRESET_REPORTS = {"seed": "the study's settings (`seed` preset: 224 px, batch 64, 40 epochs) on a GPU"}
