@@ -150,7 +150,7 @@ def test_trains_through_the_normal_trainer_and_exports(tmp_path):
     from facealign.training.loop import train
     data = make_300w_fixture(tmp_path / "300W", {"afw": 4, "helen/trainset": 4, "helen/testset": 1}, size=96)
     cfg = tiny_config(data, tmp_path, backbone="mediapipe_facemesh", init="mediapipe", head="fpn16",
-                      loss="integral_bce", epochs=1, size=64)
+                      loss="integral_bce", epochs=1, input_size=64)
     summary = train(cfg, progress=False)
     assert np.isfinite(summary["best_val_nme"])
     model, card = load_model(cfg.run_dir / "checkpoint_best.pt")

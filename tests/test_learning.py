@@ -38,7 +38,7 @@ def _nme_on_training_faces(predictor, data) -> float:
 def test_a_small_network_fits_eight_faces(eight_faces, tmp_path):
     import torch
     cfg = tiny_config(eight_faces, tmp_path, backbone="mobilenetv3_small_050", head="regression", loss="wing",
-                      size=64, batch_size=8, epochs=40, lr=1e-2, val_fraction=0.0, augment=STILL)
+                      input_size=64, batch_size=8, epochs=40, lr=1e-2, val_fraction=0.0, augment=STILL)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a network this small trains fastest on one thread, and a busy CPU cannot thrash it
     try:

@@ -190,7 +190,7 @@ def test_tiny_training_run_from_pack(data, gt_pack, tmp_path):
 @pytest.mark.parametrize("overrides, match", [
     ({"train_box": "detector"}, "holds 'gt' boxes; 'detector' boxes were asked for"),
     ({"context": 0.1}, "cropped with context 0.4; context 0.1 was asked for"),
-    ({"size": 64}, "serves network sizes up to 32 px"),
+    ({"input_size": 64}, "serves network sizes up to 32 px"),
     ({"train_split": "challenging"}, "not 'challenging'"),
 ])
 def test_unservable_requests_are_one_line_errors(gt_pack, tmp_path, overrides, match):
