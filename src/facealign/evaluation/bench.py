@@ -47,7 +47,7 @@ import numpy as np
 
 from facealign.evaluation.bench_child import BENCH_MISSES, measure_startup, records_and_boxes, run_child, unique_images
 from facealign.detection.boxes import FAIR_MISS, MISS_LABELS, STUDY_MISS
-from facealign.hardware import available_cpus, cpu_model  # noqa: F401 (re-exported for benchmarks/)
+from facealign.hardware import available_cpus, cpu_model
 from facealign.inference.backends import BACKENDS
 from facealign.models.weights import PACKAGED_MODELS
 
