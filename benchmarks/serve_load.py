@@ -52,7 +52,8 @@ def photo(path: str | None) -> bytes:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "import sys; from facealign.cli import main; sys.exit(main())", "serve",
            "--host", "127.0.0.1", "--port", str(port), "--model", args.model, "--backend", args.backend,
-           "--workers", str(args.workers), "--queue", str(args.queue), "--log-level", "warning"]
+           "--workers", str(args.workers), "--queue", str(args.queue), "--log-level", "warning"] + \
+        (["--detector", args.detector] if args.detector else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180  # a first onnx run may export the graph
     while time.time() < deadline:
@@ -126,6 +127,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0, help="server workers (default 0: the server's default)")
     ap.add_argument("--queue", type=int, default=32)
     ap.add_argument("--image", default=None, help="JPEG to send (default: skimage's astronaut, 512x512, one face)")
+    ap.add_argument("--detector", default=None, help="the server's face detector (default: the server's default)")
     ap.add_argument("--boxes", default=None, help="JSON boxes sent with each request (skips the detector)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()

@@ -1,13 +1,13 @@
 """Median timing_ms of 30 sequential requests (after one warm-up) to the default service, in process
-(FastAPI TestClient, default ServeConfig): python benchmarks/serve_timing.py"""
-import io, json, numpy as np
+(FastAPI TestClient, default ServeConfig): python benchmarks/serve_timing.py [DETECTOR]"""
+import io, json, sys, numpy as np
 from PIL import Image
 from fastapi.testclient import TestClient
 from facealign.serve.config import ServeConfig
 from facealign.serve.command import build_pool
 from facealign.serve.app import create_app
 import skimage.data
-cfg = ServeConfig()
+cfg = ServeConfig(**({"detector": sys.argv[1]} if len(sys.argv) > 1 else {}))
 c = TestClient(create_app(build_pool(cfg), cfg))
 buf = io.BytesIO(); Image.fromarray(skimage.data.astronaut()).save(buf, "JPEG", quality=92); jpg = buf.getvalue()
 docs = [c.post("/v1/landmarks", content=jpg, headers={"content-type": "image/jpeg"}).json() for _ in range(31)]

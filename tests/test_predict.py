@@ -32,7 +32,17 @@ ASTRO_BOX = np.array([174.5, 75.5, 265.5, 166.5], np.float32)  # dlib HOG (upsam
 
 @pytest.fixture(scope="module")
 def aligner(model_path):
-    return FaceAligner(model_path)
+    return FaceAligner(model_path, detector="dlib")  # these tests pin dlib HOG's boxes and scores
+
+
+def test_the_default_detector_is_mtcnn_and_finds_the_astronaut_where_hog_does(model_path, astro):
+    from facealign.detection.boxes import iou
+    fa = FaceAligner(model_path)
+    assert fa.detector_name == "mtcnn" and fa.min_score == 0.99
+    faces = fa.predict(astro)
+    # one face (the mission patch is no MTCNN face), its mapped box on HOG's statistics: it overlaps HOG's box
+    assert len(faces) == 1 and 0.99 <= faces[0].score <= 1.0
+    assert iou(faces[0].box, ASTRO_BOX) > 0.7
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from facealign.detection.detectors import DEFAULT_DETECTOR, DETECTORS
+
 HELP = "detect faces and predict landmarks on images, folders, globs and videos"
 DESCRIPTION = (
     "Detect faces (dlib HOG) and predict 68 landmarks.\n\n"
@@ -41,9 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "torch otherwise")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the network (default: one per core)")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (HOG, default), dlib-cnn, mtcnn "
-                   "(docs/detection.md)")
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1 finds faces >= ~40 px)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector: {', '.join(DETECTORS)} "
+                   f"(default {DEFAULT_DETECTOR}; docs/detection.md)")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (1: faces from about 20 px "
+                   "with mtcnn, 40 px with dlib)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this (default: the "
                    "detector's measured threshold, docs/detection.md)")
     p.add_argument("--rotations", action="store_true",

@@ -12,12 +12,11 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from facealign.detection.detectors import DETECTORS, default_min_score, get_detector
+from facealign.detection.detectors import DEFAULT_DETECTOR, DETECTORS, default_min_score, get_detector
 from facealign.data.images import load_rgb
 from facealign.inference.backends import BACKENDS, default_backend, load_runner
 
 CHUNK = 32  # face crops per network call
-DEFAULT_MIN_SCORE = default_min_score("dlib")  # the default detector's threshold (docs/detection.md)
 
 
 def _f32(v: float) -> float:
@@ -117,7 +116,7 @@ def _check_boxes(boxes) -> np.ndarray:
 class FaceAligner:
     """Detect faces and predict 68 landmarks on images.
 
-    >>> fa = FaceAligner()                      # the packaged default model, dlib HOG detector, CPU
+    >>> fa = FaceAligner()                      # the packaged default model, MTCNN detector, CPU
     >>> faces = fa.predict("photo.jpg")         # list[Face]; landmarks in original image pixels
 
     Args:
@@ -126,12 +125,13 @@ class FaceAligner:
             docs/status.md), a .safetensors file (model card beside it), a training checkpoint (.pt), or an
             .onnx file.
         detector: a name from `facealign.detection.detectors.DETECTORS` ("dlib": HOG, "dlib-cnn": dlib's MMOD CNN,
-            "mtcnn"; see docs/detection.md) or a callable `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
+            "mtcnn", the default: `DEFAULT_DETECTOR`; see docs/detection.md) or a callable
+            `(image_rgb_uint8, upsample) -> list[(box (4,), score)]`.
         device: torch device for the torch backend ("cpu", "cuda", ...).
         backend: "torch", "onnx" or "onnx-int8" (a key of `BACKENDS`); None: a packaged model's fastest
             measured backend that keeps its accuracy (`DEFAULT_BACKENDS`, `MAX_DEFAULT_NME_CHANGE`), "onnx" for
             an .onnx file, else "torch".
-        upsample: detector upsampling steps (dlib: 1 finds faces down to about 40 px).
+        upsample: detector upsampling steps (1: faces down to about 20 px with mtcnn, 40 px with dlib).
         min_score: detections scoring below this are dropped; None: the detector's measured default
             (`facealign.detection.detectors.DEFAULT_MIN_SCORES`; 0 for a callable). Scores are not comparable
             between detectors (dlib: SVM margin; mtcnn: probability).
@@ -139,7 +139,7 @@ class FaceAligner:
         threads: CPU threads of the network (None: the backend's default, one per core).
     """
 
-    def __init__(self, model: str | Path = "default", detector: str | Callable = "dlib", device: str = "cpu",
+    def __init__(self, model: str | Path = "default", detector: str | Callable = DEFAULT_DETECTOR, device: str = "cpu",
                  backend: str | None = None, upsample: int = 1, min_score: float | None = None,
                  flip_tta: bool | None = None, threads: int | None = None):
         if backend is None:  # the measured best for a packaged model; otherwise the file says what it is

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from facealign.detection.detectors import DEFAULT_DETECTOR
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -16,7 +18,7 @@ class ServeConfig:
     # are split between them. Measured (docs/serve.md): on 2 cores, 2 workers served 1.6-1.7x the requests of 1,
     # since dlib's detector is single-threaded.
     queue: int = 32  # admitted requests beyond the running ones; past workers + queue: 503 + Retry-After
-    detector: str = "dlib"  # a name from facealign.detection.detectors.DETECTORS
+    detector: str = DEFAULT_DETECTOR  # a name from facealign.detection.detectors.DETECTORS
     upsample: int = 1
     min_score: float | None = None  # None: the detector's measured default (a request may override it)
     max_upload_mb: float = 20.0  # bodies over this are refused before being read whole
