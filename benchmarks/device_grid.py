@@ -62,6 +62,14 @@ LEVERS: dict[str, dict] = {
     "e150-s224": {"epochs": 150, "input_size": 224},
     "e60-pose05": {"epochs": 60, "pose_balance": 0.5},
     "e60-pose1": {"epochs": 60, "pose_balance": 1.0},
+    # the face-mesh trunk (issue 21): a `fast` candidate at 128 px and the 192 px run to convergence, its
+    # pretrained trunk at a tenth of the head's rate
+    "mesh128-fpn16-blr": {"epochs": 90, "backbone": "mediapipe_facemesh", "init": "mediapipe", "head": "fpn16",
+                          "input_size": 128, "backbone_lr": 1e-4},
+    "mesh192-fpn-blr": {"epochs": 90, "backbone": "mediapipe_facemesh", "init": "mediapipe", "head": "fpn",
+                        "input_size": 192, "backbone_lr": 1e-4},
+    "mesh192-fpn": {"epochs": 90, "backbone": "mediapipe_facemesh", "init": "mediapipe", "head": "fpn",
+                    "input_size": 192},
 }
 
 
