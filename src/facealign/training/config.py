@@ -126,7 +126,11 @@ RENAMED_FIELDS = {"size": "input_size"}
 
 def upgrade_run_config(config: dict) -> dict:
     """A saved run config with renamed keys given their current names (a copy; current configs unchanged)."""
-    return {RENAMED_FIELDS.get(k, k) if RENAMED_FIELDS.get(k, k) not in config else k: v for k, v in config.items()}
+    out = dict(config)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
 
 
 def make_config(preset: str | None = None, base: dict | None = None, **overrides) -> TrainConfig:
@@ -151,8 +155,8 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
         raise ValueError(f"pose_balance must be 0 (off) or more, got {values['pose_balance']}")
     if values.get("backbone_lr") is not None and float(values["backbone_lr"]) <= 0:
         raise ValueError(f"backbone_lr must be more than 0 (or null: lr), got {values['backbone_lr']}")
+    from facealign.detection.detectors import check_detector
     for name in str(values.get("train_detectors", "dlib")).split("+"):
-        from facealign.detection.detectors import check_detector
         check_detector(name)  # an unknown name: ValueError listing the valid ones
     if values.get("init_model") and values.get("init_backbone"):
         raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
