@@ -89,10 +89,10 @@ def test_feature_maps_at_192_px(index, side):
     assert len(body.body.levels) == index % 5 + 1  # deeper levels are not built
 
 
-@pytest.mark.parametrize("head", ["fpn", "fpn16", "heatmap", "regression"])
+@pytest.mark.parametrize("head", ["fpn", "fpn16", "heatmap", "regression", "mesh"])
 def test_every_head_sizes_itself_from_the_trunk(head):
     model = build_model("mediapipe_facemesh", head)
-    out = model(torch.randn(2, 3, 64, 64))
+    out = model(torch.randn(2, 3, 64 if head != "mesh" else 160, 64 if head != "mesh" else 160))
     assert out["coords"].shape == (2, 68, 2) and torch.isfinite(out["coords"]).all()
     out["coords"].sum().backward()
     assert model.backbone.body.levels[0][0].weight.grad.abs().sum() > 0  # gradients reach the stem
@@ -142,20 +142,21 @@ def test_missing_wheel_is_a_one_line_error(monkeypatch):
 
 @pytest.mark.slow
 @needs_wheel
-def test_trains_through_the_normal_trainer_and_exports(tmp_path):
+@pytest.mark.parametrize("head,loss,size", [("fpn16", "integral_bce", 64), ("mesh", "wing", 160)])
+def test_trains_through_the_normal_trainer_and_exports(tmp_path, head, loss, size):
     from facealign.data.synthetic import make_300w_fixture
     from facealign.inference.onnx_runtime import OnnxBackend
     from facealign.models.packaged import load_model
     from facealign.inference.onnx_build import export_onnx
     from facealign.training.loop import train
     data = make_300w_fixture(tmp_path / "300W", {"afw": 4, "helen/trainset": 4, "helen/testset": 1}, size=96)
-    cfg = tiny_config(data, tmp_path, backbone="mediapipe_facemesh", init="mediapipe", head="fpn16",
-                      loss="integral_bce", epochs=1, input_size=64)
+    cfg = tiny_config(data, tmp_path, backbone="mediapipe_facemesh", init="mediapipe", head=head,
+                      loss=loss, epochs=1, input_size=size)
     summary = train(cfg, progress=False)
     assert np.isfinite(summary["best_val_nme"])
     model, card = load_model(cfg.run_dir / "checkpoint_best.pt")
     onnx_path = export_onnx(model, tmp_path / "m.onnx", card=card)
-    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(x))["coords"].numpy()
     assert np.abs(OnnxBackend(onnx_path)(x) - want).max() < 1e-4
@@ -169,3 +170,39 @@ def test_runs_from_mediapipe_weights_record_file_licence_and_attribution(tflite_
     assert source["sha256"] == hashlib.sha256(tflite_path.read_bytes()).hexdigest()
     assert "Apache-2.0" in source["licence"] and "MIT" in source["licence"] and "MediaPipe" in source["attribution"]
     assert init_source(make_config(backbone="tf_efficientnet_lite0", init="imagenet")) == {}
+
+
+@needs_wheel
+def test_mesh_head_starts_as_the_original_mesh_at_the_table_vertices(mesh_net, reference):
+    # With init="mediapipe" the head's branch is the original one and its map is the one-hot vertex table, so
+    # before any training the model outputs the original mesh points MESH_VERTEX_OF_68, divided by 192.
+    from facealign.models.facemesh import MESH_VERTEX_OF_68
+    model = build_model("mediapipe_facemesh", "mesh", init="mediapipe").eval()
+    crop = _crop(reference)
+    with torch.no_grad():
+        coords = model(torch.from_numpy(normalize_float(crop))[None])["coords"][0].numpy()
+    want = reference["mesh"][list(MESH_VERTEX_OF_68), :2] / INPUT_SIZE
+    assert len(set(MESH_VERTEX_OF_68)) == 68 and coords.shape == (68, 2)
+    assert np.abs(coords - want).max() < 1e-5
+    # The table is anatomically ordered: the subject's right eye (36-41) is left of the left eye (42-47).
+    assert coords[36:42, 0].mean() < coords[42:48, 0].mean() and coords[8, 1] > coords[30, 1]  # chin below nose
+
+
+def test_mesh_head_needs_the_mesh_trunk_and_other_schemes_start_from_the_mean_vertex():
+    with pytest.raises(ValueError, match="use --backbone mediapipe_facemesh") as e:
+        build_model("efficientnet_b0", "mesh")
+    assert "\n" not in str(e.value)
+    head = build_model("mediapipe_facemesh", "mesh", num_landmarks=98).head
+    assert torch.allclose(head.mix.sum(0) / 468, torch.ones(98))  # each landmark starts at the mesh's centroid
+
+
+def test_backbone_lr_covers_the_mesh_heads_pretrained_branch():
+    from facealign.training.config import make_config
+    from facealign.training.loop import param_groups
+    model = build_model("mediapipe_facemesh", "mesh")
+    groups = param_groups(model, make_config(backbone="mediapipe_facemesh", head="mesh", loss="wing",
+                                             lr=1e-3, backbone_lr=1e-4))
+    slow, fast = ({id(p) for p in g["params"]} for g in groups)
+    assert groups[0]["lr_scale"] == pytest.approx(0.1) and groups[1]["lr_scale"] == 1.0
+    assert {id(p) for p in model.head.mesh.parameters()} <= slow and {id(model.head.mix), id(model.head.bias)} == fast
+    assert len(slow) + len(fast) == len(list(model.parameters()))

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FaceMeshNet", "FaceMeshBackbone", "LEVEL_CHANNELS", "LEVEL_STRIDES", "MESH_POINTS", "INPUT_SIZE"]
+__all__ = ["FaceMeshNet", "FaceMeshBackbone", "MeshHead", "LEVEL_CHANNELS", "LEVEL_STRIDES", "MESH_POINTS",
+           "INPUT_SIZE", "MESH_VERTEX_OF_68"]
 
 INPUT_SIZE = 192  # the original network's input side, pixels
 MESH_POINTS = 468
@@ -115,6 +116,13 @@ def _branch(first: tuple[str, str, str], second: tuple[str, str, str], third: tu
                          Residual(32, 32, 1, block32), TFConv(32, out_channels, 3, 3, same=False, tf_name=out))
 
 
+def mesh_branch() -> nn.Sequential:
+    """The original network's mesh output branch: level 4 (B, 128, 6, 6) -> (B, 1404, 1, 1) = 468 x (x, y, z)."""
+    return _branch(("depthwise_conv2d_14", "conv2d_15", "p_re_lu_15"), ("depthwise_conv2d_15", "conv2d_16", "p_re_lu_16"),
+                   ("depthwise_conv2d_16", "conv2d_17", "p_re_lu_17"), ("conv2d_18", "p_re_lu_18"),
+                   ("depthwise_conv2d_17", "conv2d_19", "p_re_lu_19"), "conv2d_20", MESH_POINTS * 3)
+
+
 class FaceMeshNet(nn.Module):
     """The face-mesh network (or its first `levels` trunk levels when `branches=False`).
 
@@ -131,10 +139,7 @@ class FaceMeshNet(nn.Module):
             raise ValueError("the mesh and face branches start from the last level: build all levels")
         self.levels = nn.ModuleList(_trunk_levels()[:levels])
         if branches:
-            self.mesh = _branch(("depthwise_conv2d_14", "conv2d_15", "p_re_lu_15"),
-                                ("depthwise_conv2d_15", "conv2d_16", "p_re_lu_16"),
-                                ("depthwise_conv2d_16", "conv2d_17", "p_re_lu_17"), ("conv2d_18", "p_re_lu_18"),
-                                ("depthwise_conv2d_17", "conv2d_19", "p_re_lu_19"), "conv2d_20", MESH_POINTS * 3)
+            self.mesh = mesh_branch()
             self.face = _branch(("depthwise_conv2d_22", "conv2d_27", "p_re_lu_25"), None, None,
                                 ("conv2d_28", "p_re_lu_26"), ("depthwise_conv2d_23", "conv2d_29", "p_re_lu_27"),
                                 "conv2d_30", 1)
@@ -187,3 +192,67 @@ class FaceMeshBackbone(nn.Module):
         feats = self.body.features(images * self.in_scale + self.in_shift)  # back to RGB in [0, 1]
         picked = [feats[i] for i in self.indices]
         return picked if self.multi else picked[-1]
+
+
+# For each 300-W landmark (0..67), the face-mesh vertex closest to it on average, in the training split's
+# detector-box crops at context 0.4 (`python benchmarks/mesh_vertex_map.py --data ../shared/data/300W`).
+# It only initialises `MeshHead`'s map, which training then learns.
+MESH_VERTEX_OF_68 = (
+    127, 227, 177, 58, 172, 150, 149, 148, 152, 377, 378, 365, 397, 435, 401, 447, 356,  # jaw 0-16
+    70, 63, 52, 65, 55, 336, 296, 334, 293, 300,  # brows 17-26
+    168, 197, 5, 4, 240, 97, 164, 326, 460,  # nose 27-35
+    7, 159, 158, 133, 153, 144, 382, 385, 387, 263, 373, 374,  # eyes 36-47
+    61, 80, 72, 11, 302, 304, 291, 406, 314, 17, 84, 181, 77, 82, 13, 268, 375, 316, 15, 86,  # mouth 48-67
+)
+
+
+class MeshHead(nn.Module):
+    """MediaPipe's own mesh branch on the trunk's last level, then a learned linear map from mesh to landmarks.
+
+    forward(features (B, 128, h, w): `mediapipe_facemesh` level 4, 6x6 at 192 px) -> (B, K, 2) normalised
+    (x, y) crop coordinates. Landmark k = sum over vertices v of `mix[v, k]` * mesh point v (x and y share the
+    weight, so the map commutes with translation and scale when a column sums to 1) + `bias[k]`; `mix` is
+    stored multiplied by 468 (see `__init__`).
+
+    Unlike the `fpn`/`regression` heads, which start fresh on the trunk, this head keeps the face-pretrained
+    part of the original network that predicts points: with `init="mediapipe"` its branch gets the tflite
+    weights (`load_init`), and `mix` starts as the one-hot `MESH_VERTEX_OF_68` table (for another K, as the
+    mean of all vertices), so step 0 already outputs face landmarks. The original was trained at 192 px;
+    other input sizes average the branch's output map.
+    """
+
+    kind = "regression"
+
+    def __init__(self, in_channels: int, num_landmarks: int = 68):
+        super().__init__()
+        if in_channels != LEVEL_CHANNELS[-1]:
+            raise ValueError(f"the mesh head reads mediapipe_facemesh's last level ({LEVEL_CHANNELS[-1]} channels), "
+                             f"got a {in_channels}-channel feature map: use --backbone mediapipe_facemesh")
+        self.num_landmarks = num_landmarks
+        self.mesh = mesh_branch()
+        mix = torch.full((MESH_POINTS, num_landmarks), 1.0 / MESH_POINTS)
+        if num_landmarks == len(MESH_VERTEX_OF_68):
+            mix.zero_()
+            mix[list(MESH_VERTEX_OF_68), range(num_landmarks)] = 1.0
+        # Stored x MESH_POINTS: Adam moves every element by about the learning rate, so a landmark that sums 468
+        # weights would otherwise move hundreds of times further per step than through `bias`.
+        self.mix = nn.Parameter(mix * MESH_POINTS)
+        self.bias = nn.Parameter(torch.zeros(num_landmarks, 2))
+
+    def load_init(self, init) -> None:
+        """Give the branch the original weights for `init="mediapipe"`; any other init leaves it as built."""
+        if init == "mediapipe":
+            from .facemesh_tflite import load_facemesh_mediapipe  # reads the tflite file only when asked
+            load_facemesh_mediapipe(self.mesh)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """The parameters that come from the original network (trained at the backbone's rate)."""
+        return list(self.mesh.parameters())
+
+    def forward(self, features: Tensor) -> Tensor:
+        out = F.adaptive_avg_pool2d(self.mesh(features), 1).reshape(-1, MESH_POINTS, 3)
+        points = out[..., :2] / INPUT_SIZE  # crop pixels of the original 192-px input -> [0, 1]
+        return torch.einsum("bvc,vk->bkc", points, self.mix / MESH_POINTS) + self.bias
+
+    def outputs(self, raw: Tensor) -> dict[str, Tensor]:
+        return {"coords": raw}

@@ -17,6 +17,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from .backbone import Backbone, build_backbone
+from .facemesh import MeshHead
 from .heatmap import soft_argmax
 
 __all__ = ["RegressionHead", "HeatmapHead", "FPNHeatmapHead", "FPN4HeatmapHead", "HEADS", "LandmarkModel", "build_model"]
@@ -175,6 +176,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "fpn": FPNHeatmapHead,
     "fpn4": FPN4HeatmapHead,
     "fpn16": FPN16HeatmapHead,
+    "mesh": MeshHead,  # mediapipe_facemesh only: the original mesh branch + a learned mesh -> landmark map
 }
 
 
@@ -226,4 +228,7 @@ def build_model(
                                     prune=getattr(factory, "prune", False))
     # Heads size themselves from timm's feature_info, via Backbone.channels.
     in_channels = body.level_channels if levels else body.channels
-    return LandmarkModel(body, factory(in_channels, num_landmarks, **head_kwargs))
+    head_module = factory(in_channels, num_landmarks, **head_kwargs)
+    if init is not None and hasattr(head_module, "load_init"):
+        head_module.load_init(init)  # a head that reuses pretrained layers (MeshHead) loads them too
+    return LandmarkModel(body, head_module)

@@ -96,12 +96,15 @@ def _device(cfg: TrainConfig) -> torch.device:
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
-    """AdamW parameter groups: one for the whole network, or, with `backbone_lr`, the backbone at
-    backbone_lr / lr of every step's rate (`lr_scale`) and the head at the full rate."""
+    """AdamW parameter groups: one for the whole network, or, with `backbone_lr`, the pretrained part at
+    backbone_lr / lr of every step's rate (`lr_scale`) and the new part at the full rate. The pretrained part
+    is the backbone plus any head layers the head reports as pretrained (`MeshHead`'s original mesh branch)."""
     if cfg.backbone_lr is None:
         return [{"params": list(model.parameters())}]
-    return [{"params": list(model.backbone.parameters()), "lr_scale": cfg.backbone_lr / cfg.lr},
-            {"params": list(model.head.parameters()), "lr_scale": 1.0}]
+    reused = getattr(model.head, "pretrained_parameters", list)()
+    ids = {id(p) for p in reused}
+    return [{"params": list(model.backbone.parameters()) + reused, "lr_scale": cfg.backbone_lr / cfg.lr},
+            {"params": [p for p in model.head.parameters() if id(p) not in ids], "lr_scale": 1.0}]
 
 
 def training_sampler(train_cache, cfg: TrainConfig, world: int, rank: int):
