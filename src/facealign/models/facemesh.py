@@ -249,10 +249,32 @@ class MeshHead(nn.Module):
         """The parameters that come from the original network (trained at the backbone's rate)."""
         return list(self.mesh.parameters())
 
-    def forward(self, features: Tensor) -> Tensor:
+    def probe_inputs(self, features: Tensor) -> Tensor:
+        """(B, 468, 2): the mesh's (x, y) points in crop units, the inputs of the linear map."""
         out = F.adaptive_avg_pool2d(self.mesh(features), 1).reshape(-1, MESH_POINTS, 3)
-        points = out[..., :2] / INPUT_SIZE  # crop pixels of the original 192-px input -> [0, 1]
-        return torch.einsum("bvc,vk->bkc", points, self.mix / MESH_POINTS) + self.bias
+        return out[..., :2] / INPUT_SIZE  # crop pixels of the original 192-px input -> [0, 1]
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.einsum("bvc,vk->bkc", self.probe_inputs(features), self.mix / MESH_POINTS) + self.bias
+
+    @torch.no_grad()
+    def fit_linear(self, points: Tensor, targets: Tensor, ridge: float) -> dict:
+        """Set `mix` and `bias` to the ridge-regression fit of targets (N, K, 2) on mesh points (N, 468, 2).
+
+        Each (face, axis) pair is one row: 468 vertex coordinates on that axis plus one intercept per axis
+        (not penalised), so x and y share the vertex weights as in `forward`. Returns a summary."""
+        n = points.shape[0]
+        design = points.double().permute(0, 2, 1).reshape(n * 2, MESH_POINTS)
+        axis = torch.eye(2, dtype=torch.float64).repeat(n, 1)  # (2n, 2): the per-axis intercepts
+        a = torch.cat([design, axis], 1)
+        b = targets.double().permute(0, 2, 1).reshape(n * 2, -1)
+        penalty = torch.zeros(MESH_POINTS + 2, dtype=torch.float64)
+        penalty[:MESH_POINTS] = ridge
+        w = torch.linalg.solve(a.T @ a + torch.diag(penalty), a.T @ b)
+        self.mix.copy_((w[:MESH_POINTS] * MESH_POINTS).to(self.mix.dtype))
+        self.bias.copy_(w[MESH_POINTS:].T.to(self.bias.dtype))
+        rms = float(((a @ w - b) ** 2).mean().sqrt())
+        return {"samples": n, "ridge": ridge, "rms_residual": rms}
 
     def outputs(self, raw: Tensor) -> dict[str, Tensor]:
         return {"coords": raw}

@@ -58,6 +58,9 @@ class TrainConfig:
                                            "lr, one rate for the whole network); a pretrained trunk may want "
                                            "less than the new head")
     weight_decay: float = _opt(0.05, "AdamW weight decay")
+    linear_probe: bool = _opt(False, "before the first epoch, fit the head's linear output map in closed form "
+                                     "(ridge) on the unaugmented training crops, then fine-tune everything "
+                                     "(LP-FT); heads with such a map: mesh")
     pose_balance: float = _opt(0.0, "oversample rare head poses: a face is drawn with weight (faces in its pose "
                                     "bin)^-pose_balance, the bins splitting the first principal component of the "
                                     "aligned training shapes (facealign.data.sampling); 0: off, 1: every pose "

@@ -34,6 +34,7 @@ from facealign.models import HEADS, build_model
 from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
 from facealign.training.config import RESUME_FREE, TrainConfig, config_dict, upgrade_run_config
+from facealign.training.linear_probe import fit_linear_probe, supports_linear_probe
 from facealign.training.loaders import build_batches
 from facealign.training.losses import build_loss, compute_loss
 from facealign.training.prepare import check_scheme, prepare_data
@@ -216,6 +217,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         load_full_model(model, cfg.init_model)
     if cfg.init_backbone:
         load_backbone_weights(model, cfg.init_backbone)
+    if cfg.linear_probe and not supports_linear_probe(model.head):
+        raise ValueError(f"linear_probe needs a head with a linear output map (mesh), not {cfg.head!r}")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -239,6 +242,12 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_nme"], ckpt["history"]
     if resume and main_proc:
         print(resume_message(last_path, start_epoch, cfg.epochs, last_path.is_file()), flush=True)
+    probe = None
+    if cfg.linear_probe and start_epoch == 0:  # a resumed run has the fitted map in its checkpoint
+        probe = fit_linear_probe(model, train_cache, device, scheme.mirror_permutation)
+        if main_proc:
+            print(f"linear probe: head map fitted on {probe['samples']} crops (unaugmented + mirrored), "
+                  f"ridge {probe['ridge']:g}, RMS residual {probe['rms_residual']:.4f} crop units", flush=True)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     if main_proc:
@@ -248,7 +257,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
             command = json.loads((run_dir / "config.json").read_text()).get("command") or command
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
                                                     "world_size": world, "command": command,
-                                                    "data_counts": data_counts, **init_source(cfg)})
+                                                    "data_counts": data_counts, **init_source(cfg),
+                                                    **({"linear_probe": probe} if probe else {})})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     writer = _tensorboard(run_dir) if main_proc else None
