@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-CANDIDATES = (("fpn16", 192), ("fpn", 192), ("regression", 192), ("fpn16", 160), ("fpn16", 128))
+CANDIDATES = (("fpn16", 192), ("fpn", 192), ("regression", 192), ("mesh", 192), ("fpn16", 160), ("fpn16", 128))
 
 
 def onnx_ms(path: Path, size: int, repeats: int) -> float:

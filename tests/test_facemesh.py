@@ -205,4 +205,8 @@ def test_backbone_lr_covers_the_mesh_heads_pretrained_branch():
     slow, fast = ({id(p) for p in g["params"]} for g in groups)
     assert groups[0]["lr_scale"] == pytest.approx(0.1) and groups[1]["lr_scale"] == 1.0
     assert {id(p) for p in model.head.mesh.parameters()} <= slow and {id(model.head.mix), id(model.head.bias)} == fast
-    assert len(slow) + len(fast) == len(list(model.parameters()))
+    assert len(slow) + len(fast) == len(list(model.parameters())) and len(groups) == 2
+    assert groups[1]["weight_decay"] == 0.0 and "weight_decay" not in groups[0]  # the map is not decayed
+    one_rate = param_groups(model, make_config(backbone="mediapipe_facemesh", head="mesh", loss="wing"))
+    assert [len(g["params"]) for g in one_rate] == [len(list(model.parameters())) - 2, 2]
+    assert one_rate[1]["weight_decay"] == 0.0 and "weight_decay" not in one_rate[0]

@@ -249,6 +249,10 @@ class MeshHead(nn.Module):
         """The parameters that come from the original network (trained at the backbone's rate)."""
         return list(self.mesh.parameters())
 
+    def no_decay_parameters(self) -> list[nn.Parameter]:
+        """The map and its bias: weight decay would pull every landmark towards `bias` (see `param_groups`)."""
+        return [self.mix, self.bias]
+
     def probe_inputs(self, features: Tensor) -> Tensor:
         """(B, 468, 2): the mesh's (x, y) points in crop units, the inputs of the linear map."""
         out = F.adaptive_avg_pool2d(self.mesh(features), 1).reshape(-1, MESH_POINTS, 3)

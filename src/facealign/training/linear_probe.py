@@ -19,9 +19,10 @@ from facealign.data.transforms import flip_order
 
 __all__ = ["RIDGE", "fit_linear_probe", "supports_linear_probe"]
 
-# Ridge penalty on the map's weights, in units of the (N x D) design's squared crop coordinates. 1e-2 was the
-# best of 1e-4 ... 1e-1 on validation for the mesh head (docs/facemesh.md).
-RIDGE = 1e-2
+# Ridge penalty on the map's weights, in units of the design's squared crop coordinates. For the mesh head,
+# 1e-4 ... 1e-1 gave validation NME 0.0475 ... 0.0497, flat below 1e-3 (`benchmarks/mesh_vertex_map.py`,
+# docs/facemesh.md); 1e-3 keeps the solve well conditioned.
+RIDGE = 1e-3
 
 
 def supports_linear_probe(head) -> bool:

@@ -99,13 +99,25 @@ def _device(cfg: TrainConfig) -> torch.device:
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """AdamW parameter groups: one for the whole network, or, with `backbone_lr`, the pretrained part at
     backbone_lr / lr of every step's rate (`lr_scale`) and the new part at the full rate. The pretrained part
-    is the backbone plus any head layers the head reports as pretrained (`MeshHead`'s original mesh branch)."""
+    is the backbone plus any head layers the head reports as pretrained (`MeshHead`'s original mesh branch).
+    Parameters a head lists in `no_decay_parameters()` (`MeshHead`'s map) get their own group without
+    weight decay."""
     if cfg.backbone_lr is None:
-        return [{"params": list(model.parameters())}]
-    reused = getattr(model.head, "pretrained_parameters", list)()
-    ids = {id(p) for p in reused}
-    return [{"params": list(model.backbone.parameters()) + reused, "lr_scale": cfg.backbone_lr / cfg.lr},
-            {"params": [p for p in model.head.parameters() if id(p) not in ids], "lr_scale": 1.0}]
+        groups = [{"params": list(model.parameters())}]
+    else:
+        reused = getattr(model.head, "pretrained_parameters", list)()
+        ids = {id(p) for p in reused}
+        groups = [{"params": list(model.backbone.parameters()) + reused, "lr_scale": cfg.backbone_lr / cfg.lr},
+                  {"params": [p for p in model.head.parameters() if id(p) not in ids], "lr_scale": 1.0}]
+    # Decay pulls a landmark map towards 0, i.e. every landmark towards the bias: a systematic error, not a prior.
+    free = {id(p) for p in getattr(model.head, "no_decay_parameters", list)()}
+    if not free:
+        return groups
+    split = []
+    for g in groups:
+        split.append({**g, "params": [p for p in g["params"] if id(p) not in free]})
+        split.append({**g, "params": [p for p in g["params"] if id(p) in free], "weight_decay": 0.0})
+    return [g for g in split if g["params"]]
 
 
 def training_sampler(train_cache, cfg: TrainConfig, world: int, rank: int):
