@@ -18,8 +18,12 @@ INTERRUPT_HINT = "continue from the last finished epoch with the same command pl
 # TrainConfig fields with a flag of their own (--set reaches every field).
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "input_size", "lr", "init", "workers", "out", "seed",
                "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
-               "loader", "amp", "threads", "layout", "splits", "train_split", "backbone_lr", "pose_balance")
-FLAG_TYPES = {"int": int, "float": float, "str": str}  # a flag's type, from its field's annotation
+               "loader", "amp", "threads", "layout", "splits", "train_split", "backbone_lr", "pose_balance",
+               "distill_teachers", "distill_weight")
+FLAG_NAMES = {"distill_teachers": "distill"}  # flags not named after their field
+FLAG_METAVARS = {"distill_teachers": "NAME[,NAME...]"}
+# a flag's type, from its field's annotation (a tuple's flag takes its items comma-separated)
+FLAG_TYPES = {"int": int, "float": float, "str": str, "tuple[str, ...]": str}
 GRID_SET_BY_THE_GRID = ("backbone", "head", "loss", "out")  # `experiments` names these itself
 
 
@@ -45,7 +49,8 @@ def add_train_flags(p: argparse.ArgumentParser, grid: bool = False) -> None:
     for name in TRAIN_FLAGS:
         if grid and name in GRID_SET_BY_THE_GRID:
             continue
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field_type(name), help=field_help(name))
+        p.add_argument(f"--{FLAG_NAMES.get(name, name).replace('_', '-')}", dest=name, type=field_type(name),
+                       metavar=FLAG_METAVARS.get(name), help=field_help(name))
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any TrainConfig field (listed below for `facealign train --help`); the value is "
                         "JSON when it parses, else a string")

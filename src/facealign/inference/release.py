@@ -55,8 +55,8 @@ def package_run(run_dir: Path, stem: Path, data: str | None = None, split: str =
                   "package_command": command, "epochs": len(history),
                   "wall_minutes": round(sum(h["epoch_s"] for h in history) / 60, 1),
                   "best_val_nme": min((h["val_nme"] for h in history if h.get("val_nme") is not None), default=None),
-                  "environment": meta["environment"], **({"init_source": meta["init_source"]}
-                                                          if "init_source" in meta else {})},
+                  "environment": meta["environment"],
+                  **{k: meta[k] for k in ("init_source", "distill_sources") if k in meta}},
         licence=licence, parameters=sum(p.numel() for p in model.parameters()))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_stem = Path(tmp) / "candidate"

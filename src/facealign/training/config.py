@@ -50,6 +50,15 @@ class TrainConfig:
     init_backbone: str | None = _opt(None, "transfer: a packaged model, .safetensors or checkpoint whose backbone "
                                            "weights start this run's backbone (every tensor must exist there with "
                                            "the same shape); the head starts fresh; replaces init")
+    distill_teachers: tuple[str, ...] = _opt((), "ensemble distillation: trained teacher models (packaged names, "
+                                                 "run folders, checkpoints or .safetensors; comma-separated on the "
+                                                 "command line) whose mean landmarks on each augmented training "
+                                                 "batch are a second target; they must share this run's context, "
+                                                 "normalisation and scheme (empty: off)")
+    distill_weight: float = _opt(1.0, "weight of the distillation term, Wing(student coords, mean teacher coords) in "
+                                      "the coordinate losses' units, added to the ground-truth loss")
+    distill_flip: bool = _opt(False, "teachers also predict the mirrored batch and average (flip test-time "
+                                     "augmentation: better targets at twice the teachers' cost)")
     input_size: int = _opt(224, "network input side, pixels (the model card's input_size)")
     batch_size: int = _opt(64, "global batch (divided among DDP processes)")
     epochs: int = _opt(40, "training epochs")
@@ -158,12 +167,30 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
         raise ValueError(f"pose_balance must be 0 (off) or more, got {values['pose_balance']}")
     if values.get("backbone_lr") is not None and float(values["backbone_lr"]) <= 0:
         raise ValueError(f"backbone_lr must be more than 0 (or null: lr), got {values['backbone_lr']}")
+    if isinstance(values.get("distill_teachers"), (str, list, tuple)):
+        values["distill_teachers"] = check_teachers(values["distill_teachers"])
+    if float(values.get("distill_weight", 1.0)) < 0:
+        raise ValueError(f"distill_weight must be 0 or more, got {values['distill_weight']}")
     from facealign.detection.detectors import check_detector
     for name in str(values.get("train_detectors", "dlib")).split("+"):
         check_detector(name)  # an unknown name: ValueError listing the valid ones
     if values.get("init_model") and values.get("init_backbone"):
         raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
     return TrainConfig(**values)
+
+
+def check_teachers(teachers: str | list | tuple) -> tuple[str, ...]:
+    """distill_teachers as a tuple (a string is comma-separated); each must name a model file (ValueError
+    listing what is accepted otherwise)."""
+    from facealign.models.weights import model_file
+    names = tuple(t.strip() for t in teachers.split(",") if t.strip()) if isinstance(teachers, str) else \
+        tuple(str(t) for t in teachers)
+    for name in names:
+        try:
+            model_file(name)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"distill_teachers: {e}") from None
+    return names
 
 
 def config_dict(cfg: TrainConfig) -> dict:

@@ -34,6 +34,7 @@ from facealign.models import HEADS, build_model
 from facealign.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facealign.models.transfer import init_source, load_backbone_weights, load_full_model
 from facealign.training.config import RESUME_FREE, TrainConfig, config_dict, upgrade_run_config
+from facealign.training.distill import Teachers, distill_source
 from facealign.training.linear_probe import fit_linear_probe, supports_linear_probe
 from facealign.training.loaders import build_batches
 from facealign.training.losses import build_loss, compute_loss
@@ -237,6 +238,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
     autocast_dtype = amp_dtype(cfg.amp, device)
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    teachers = Teachers(cfg.distill_teachers, cfg.distill_weight, cfg.context, scheme, device, memory_format,
+                        cfg.distill_flip, autocast_dtype) if cfg.distill_teachers else None
+    distilled = distill_source(cfg)  # the exact weights of the teachers, as init_source names the start's
 
     start_epoch, best, history = 0, float("inf"), []
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
@@ -270,7 +274,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         atomic_write_json(run_dir / "config.json", {"config": config_dict(cfg), "environment": environment(),
                                                     "world_size": world, "command": command,
                                                     "data_counts": data_counts, **init_source(cfg),
-                                                    **({"linear_probe": probe} if probe else {})})
+                                                    **distilled, **({"linear_probe": probe} if probe else {})})
         # metrics.jsonl mirrors the checkpoint's history, so a resumed run never repeats lines
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     writer = _tensorboard(run_dir) if main_proc else None
@@ -294,6 +298,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 outputs = net(images)
             loss = compute_loss(loss_spec, {k: v.float() for k, v in outputs.items()}, coords, cfg.sigma)
+            if teachers is not None:
+                loss = loss + teachers.loss(images, outputs["coords"])
             if not torch.isfinite(loss):
                 # Stop before backward(): the weights in memory and every checkpoint on disk stay finite.
                 where = f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1})"
@@ -340,7 +346,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         if distributed:
             dist.barrier()
     summary = {"name": cfg.name, "best_val_nme": None if math.isinf(best) else best, "epochs": cfg.epochs,
-               "history": history}
+               "history": history, **distilled}
     if main_proc:
         atomic_write_json(run_dir / "final.json", summary)
     if writer is not None:
