@@ -34,8 +34,9 @@ root = make_300w_fixture(work / "300W", {"afw": 6, "helen/trainset": 6, "helen/t
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the fixture's missing 300W folders
     # gt training boxes: the HOG detector finds no generated face, and training drops undetected faces
-    write_pack(root, work / "train.fapack", ["train"], box="gt", size=32, context=0.1, progress=False)
-    write_pack(root, work / "common.fapack", ["common"], box="detector", size=32, context=0.1,
+    # size 192: the largest lever input (the mesh levers keep theirs in a smoke test)
+    write_pack(root, work / "train.fapack", ["train"], box="gt", size=192, context=0.1, progress=False)
+    write_pack(root, work / "common.fapack", ["common"], box="detector", size=192, context=0.1,
                cache_dir=work / "boxes", progress=False)
 PY
 # The device's module set: the CPU smoke test fails where the GPU call would (benchmarks/device_env)
