@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from facealign.data.transforms import MIRROR_PERMUTATION
+from facealign.data.scheme import MIRROR_PERMUTATION
 from facealign.models import build_model
 from facealign.models.facemesh import MESH_POINTS, MeshHead
 from facealign.training.linear_probe import fit_linear_probe

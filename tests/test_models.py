@@ -78,9 +78,9 @@ def test_feature_index_minus_two_halves_stride():
 
 
 def test_registry_and_errors():
-    assert set(HEADS) == {"heatmap", "regression", "fpn", "fpn4", "fpn16"}
+    assert set(HEADS) == {"heatmap", "regression", "fpn", "fpn4", "fpn16", "mesh"}
     assert isinstance(build_model("efficientnet_b0", "regression").head, RegressionHead)
-    with pytest.raises(ValueError, match="fpn, fpn16, fpn4, heatmap, regression"):
+    with pytest.raises(ValueError, match="fpn, fpn16, fpn4, heatmap, mesh, regression"):
         build_model("efficientnet_b0", "transformer")
     with pytest.raises(ValueError, match="efficientnet_b0"):
         build_backbone("no_such_net")

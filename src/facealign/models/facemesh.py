@@ -195,7 +195,7 @@ class FaceMeshBackbone(nn.Module):
 
 
 # For each 300-W landmark (0..67), the face-mesh vertex closest to it on average, in the training split's
-# detector-box crops at context 0.4 (`python benchmarks/mesh_vertex_map.py --data ../shared/data/300W`).
+# detector-box crops at context 0.4 (`python benchmarks/mesh_vertex_map.py --data <300-W root>`).
 # It only initialises `MeshHead`'s map, which training then learns.
 MESH_VERTEX_OF_68 = (
     127, 227, 177, 58, 172, 150, 149, 148, 152, 377, 378, 365, 397, 435, 401, 447, 356,  # jaw 0-16
