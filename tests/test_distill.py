@@ -146,3 +146,32 @@ def test_cli_flags_and_set(data, tmp_path, teacher):
     cfg = make_train_config(p.parse_args(["--data", str(data), "--set", 'distill_teachers=["default"]',
                                           "--set", "distill_flip=true"]))
     assert cfg.distill_teachers == ("default",) and cfg.distill_flip is True
+
+
+def test_larger_teachers_see_the_same_crops_rendered_at_their_size(data, tmp_path):
+    """A 48-px teacher of a 32-px student gets the student's augmented batch rendered from a 48-px crop cache:
+    the same faces, geometry, flip and photometry, so shrinking it to 32 px gives back the student's crops up to
+    resampling, while a batch of other faces does not."""
+    from dataclasses import replace
+
+    from facealign.training.loaders import build_batches
+    from facealign.training.prepare import prepare_data
+    cfg = _cfg(data, tmp_path, batch_size=6)
+    small = prepare_data(cfg, progress=False)[0]
+    large = prepare_data(replace(cfg, input_size=48), progress=False)[0]
+    sampler = list(range(len(small)))
+    batches = build_batches(small, cfg, sampler, 6, torch.device("cpu"), teacher_cache=large)
+    images, coords, teacher_images = next(batches.epoch(3))
+    assert images.shape[-1] == 32 and teacher_images.shape[-2:] == (48, 48)
+    shrunk = torch.nn.functional.interpolate(teacher_images, size=(32, 32), mode="bilinear", antialias=True)
+    same = (shrunk - images).abs().mean().item()
+    other = (shrunk.roll(1, 0) - images).abs().mean().item()
+    assert same < 0.25 * other, (same, other)
+    # the student's half of the batch is what it gets without teachers
+    plain_images, plain_coords = next(build_batches(small, cfg, sampler, 6, torch.device("cpu")).epoch(3))
+    assert torch.equal(plain_images, images) and torch.equal(plain_coords, coords)
+    with pytest.raises(ValueError, match="need --loader tensor, not 'workers'"):
+        build_batches(small, replace(cfg, loader="workers"), sampler, 6, torch.device("cpu"), teacher_cache=large)
+    with pytest.raises(ValueError, match="other faces"):
+        build_batches(small, cfg, sampler, 6, torch.device("cpu"), teacher_cache=prepare_data(
+            replace(cfg, input_size=48, seed=5), progress=False)[0])

@@ -1,8 +1,11 @@
 """Ensemble distillation: trained teacher networks whose mean landmarks on each training batch are a second target
 for the student (`TrainConfig.distill_teachers`, `distill_weight`, `distill_flip`; issue 20).
 
-Every teacher sees the augmented crops the student sees, resized to its own input size (the crops cover the same
-face region at every size; bilinear, antialiased when shrinking), and predicts normalised crop coordinates in
+Every teacher sees the augmented crops the student sees. When the largest teacher input is larger than the
+student's, the training loop renders those crops (same geometry, flip, photometry and occluder) at that size from
+a second crop cache, so a 224-px teacher of a 96-px student sees the face at 224 px; otherwise it passes the
+student's crops. Each teacher gets them resized to its own input size (the crops cover the same face region at
+every size; bilinear, antialiased when shrinking), and predicts normalised crop coordinates in
 [0, 1], whatever its head. The term added to the ground-truth loss is `distill_weight` x Wing(student coords,
 mean teacher coords), the Wing of the coordinate losses (`facealign.training.losses.wing_loss`, errors in units
 of 1/64 of the crop). Teachers run in eval mode without gradients; a teacher must crop as the student does
@@ -52,6 +55,7 @@ class Teachers:
             check_teacher(spec, card, context, scheme)
             model = model.to(device).to(memory_format=memory_format).eval().requires_grad_(False)
             self.members.append((model, int(card["input_size"])))
+        self.input_size = max(size for _, size in self.members)  # the size the training loop renders for them
         self.weight, self.flip, self.memory_format = float(weight), flip, memory_format
         self.mirror = torch.as_tensor(scheme.mirror_permutation.copy(), device=device)
         self.device_type, self.autocast_dtype = device.type, autocast_dtype

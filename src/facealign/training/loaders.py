@@ -32,10 +32,21 @@ class WorkerBatches:
 
 
 class TensorBatches:
-    """Batched augmentation on the training device (`DeviceFaces`); no worker processes."""
+    """Batched augmentation on the training device (`DeviceFaces`); no worker processes.
 
-    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
+    With `teacher_cache` (the same faces, in the same order, cached at a distillation teacher's larger input
+    size) each batch also carries the same augmented crops rendered at that size: (images, coords,
+    teacher_images), the teacher seeing the face at its own resolution instead of the student's crop scaled up."""
+
+    def __init__(self, cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None,
+                 teacher_cache=None):
         self.faces = DeviceFaces(cache, device, augment=cfg.augment, seed=cfg.seed, mirror=mirror)
+        self.teacher_faces = None
+        if teacher_cache is not None:
+            if list(teacher_cache.keys) != list(cache.keys):
+                raise ValueError("the teachers' crop cache holds other faces than the student's")
+            self.teacher_faces = DeviceFaces(teacher_cache, device, augment=cfg.augment, seed=cfg.seed,
+                                             mirror=mirror)
         self.sampler, self.batch_size = sampler, batch_size
 
     def __len__(self) -> int:
@@ -44,14 +55,26 @@ class TensorBatches:
     def epoch(self, epoch: int):
         order = list(self.sampler)  # the sampler was set to this epoch: same order as the DataLoader path
         for b in range(len(self)):
-            yield self.faces.batch(order[b * self.batch_size:(b + 1) * self.batch_size], epoch)
+            indices = order[b * self.batch_size:(b + 1) * self.batch_size]
+            images, coords = self.faces.batch(indices, epoch)
+            if self.teacher_faces is None:
+                yield images, coords
+            else:  # same indices, seed and epoch: the same geometry, flip, photometry and occluder
+                yield images, coords, self.teacher_faces.batch(indices, epoch)[0]
 
 
 LOADERS = {"tensor": TensorBatches, "workers": WorkerBatches}
 
 
-def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None):
-    """mirror: the landmark scheme's mirror permutation for flips (None: the 68-point one)."""
+def build_batches(cache, cfg: TrainConfig, sampler, batch_size: int, device: torch.device, mirror=None,
+                  teacher_cache=None):
+    """mirror: the landmark scheme's mirror permutation for flips (None: the 68-point one); teacher_cache:
+    see `TensorBatches` (the `tensor` loader only)."""
     if cfg.loader not in LOADERS:
         raise ValueError(f"unknown loader {cfg.loader!r}; valid: {', '.join(LOADERS)}")
-    return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device, mirror)
+    if teacher_cache is None:
+        return LOADERS[cfg.loader](cache, cfg, sampler, batch_size, device, mirror)
+    if cfg.loader != "tensor":
+        raise ValueError(f"distillation teachers with a larger input than the student's need --loader tensor, "
+                         f"not {cfg.loader!r}")
+    return TensorBatches(cache, cfg, sampler, batch_size, device, mirror, teacher_cache)

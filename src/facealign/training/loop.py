@@ -16,6 +16,7 @@ import platform
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -215,7 +216,23 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
     val_ds = CachedFaces(val_cache) if val_cache is not None else None  # None: val_fraction 0, a final fit
     sampler = training_sampler(train_cache, cfg, world, rank)
     per_rank_batch = cfg.batch_size // world
-    batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device, scheme.mirror_permutation)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    autocast_dtype = amp_dtype(cfg.amp, device)
+    teachers = Teachers(cfg.distill_teachers, cfg.distill_weight, cfg.context, scheme, device, memory_format,
+                        cfg.distill_flip, autocast_dtype) if cfg.distill_teachers else None
+    teacher_cache = None
+    if teachers is not None and teachers.input_size > cfg.input_size:
+        # the teachers see the same augmented crops rendered from a cache at their own size, not the student's
+        # small crop scaled up (a 96-px crop upscaled to 224 px costs a 224-px teacher much of its accuracy)
+        teacher_cfg = replace(cfg, input_size=teachers.input_size)
+        if main_proc:
+            teacher_cache = prepare_data(teacher_cfg, progress)[0]
+        if distributed:
+            dist.barrier()  # as above: rank 0 built the cache
+        if not main_proc:
+            teacher_cache = prepare_data(teacher_cfg, progress=False)[0]
+    batches = build_batches(train_cache, cfg, sampler, per_rank_batch, device, scheme.mirror_permutation,
+                            teacher_cache)
     if len(batches) == 0:  # full batches only (drop_last): an epoch would train nothing and say nothing
         raise ValueError(f"{len(train_cache)} training faces make no full batch of {cfg.batch_size}"
                          + (f" over {world} processes" if world > 1 else "")
@@ -232,14 +249,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         load_backbone_weights(model, cfg.init_backbone)
     if cfg.linear_probe and not supports_linear_probe(model.head):
         raise ValueError(f"linear_probe needs a head with a linear output map (mesh), not {cfg.head!r}")
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast_dtype = amp_dtype(cfg.amp, device)
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    teachers = Teachers(cfg.distill_teachers, cfg.distill_weight, cfg.context, scheme, device, memory_format,
-                        cfg.distill_flip, autocast_dtype) if cfg.distill_teachers else None
     distilled = distill_source(cfg)  # the exact weights of the teachers, as init_source names the start's
 
     start_epoch, best, history = 0, float("inf"), []
@@ -288,7 +301,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(total=steps_per_epoch, desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and main_proc), leave=False)
-        for step, (images, coords) in enumerate(batches.epoch(epoch)):
+        for step, (images, coords, *teacher_images) in enumerate(batches.epoch(epoch)):
             if step >= steps_per_epoch:
                 break
             global_step = epoch * steps_per_epoch + step
@@ -299,7 +312,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, command: str | None =
                 outputs = net(images)
             loss = compute_loss(loss_spec, {k: v.float() for k, v in outputs.items()}, coords, cfg.sigma)
             if teachers is not None:
-                loss = loss + teachers.loss(images, outputs["coords"])
+                loss = loss + teachers.loss(teacher_images[0] if teacher_images else images, outputs["coords"])
             if not torch.isfinite(loss):
                 # Stop before backward(): the weights in memory and every checkpoint on disk stay finite.
                 where = f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1})"
