@@ -201,3 +201,36 @@ def test_report_row(tiny, tmp_path):
     readme = (tmp_path / "grid" / "README.md").read_text()
     assert "| dlib-ert | - |" in readme and "`dlib-ert`: dlib's method" in readme
     assert (tmp_path / "grid" / "runs" / "dlib-ert" / "eval" / "common_gt_whole-image.json").is_file()
+
+
+def test_bench_times_the_run_beside_dlib(tiny, tmp_path, capsys):
+    """`facealign bench --dlib-ert RUN`: a row for the run, measured as dlib's shipped predictor is (same faces,
+    boxes and child process), its accuracy that of `facealign evaluate` on the same boxes, dlib still the reference."""
+    from facealign.evaluation.bench import bench_rows, format_table, run_bench
+    from facealign.evaluation.evaluate import load_predictor
+    data, cache, run = tiny
+    assert bench_rows(["default"], ["torch"], run)[-2:] == [
+        {"method": "dlib", "model": None}, {"method": "dlib-ert", "model": None, "predictor": str(run)}]
+    result = run_bench(data, [], ("torch",), "common", repeats=3, threads=1, cache_dir=cache, startup_runs=1,
+                       log=lambda m: None, dlib_ert=run)
+    dlib, ert = result["rows"]
+    assert (dlib["method"], ert["method"], ert["name"]) == ("dlib", "dlib-ert", "dlib-ert")
+    assert "--dlib-ert " + str(run) in result["command"]
+    for r in (dlib, ert):
+        assert r["n"] == 3 and r["ms_batch1"] > 0 and r["startup_runs"] == 1 and not r["startup_torch"]
+    assert ert["nme"] != dlib["nme"]  # its own predictor file, not dlib's
+    # the same NME as the run's predictor gives through the evaluation harness on these boxes
+    from facealign.detection.boxes import BoxCache
+    from facealign.evaluation.evaluate import evaluate_split
+    summary, _, _ = evaluate_split(load_predictor(str(run)), data, "common", "detector", "gt-box",
+                                   cache=BoxCache(data, str(cache)))
+    assert ert["nme"] == pytest.approx(summary["nme"], abs=1e-6)
+    line = [ln for ln in format_table(result["rows"]).splitlines() if ln.startswith("| dlib-ert")][0]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[0] == "dlib-ert: dlib's method trained on our faces"
+    assert cells[14] == f"{ert['ms_batch1'] / dlib['ms_batch1']:.2f}×"
+    # a path that is no run is a one-line error
+    assert main(["bench", "--data", str(data), "--model", "default", "--dlib-ert", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facealign: error: --dlib-ert ") and "neither a `facealign baseline dlib-ert` run folder" \
+        in err and "\n" not in err  # one line, before any measuring

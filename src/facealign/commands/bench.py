@@ -22,13 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch/onnxruntime intra-op threads (default 1, like dlib; 0 = all available cores)")
     p.add_argument("--max-images", type=int, default=None, help="end-to-end over the first N photos only")
     p.add_argument("--cache-dir", type=Path, default=None, help="box cache folder (default: the user cache)")
+    p.add_argument("--dlib-ert", type=Path, default=None, metavar="RUN",
+                   help="also time dlib's method trained on our faces: a `facealign baseline dlib-ert` run folder "
+                        "(or a dlib .dat file), measured exactly as dlib's shipped predictor")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the report (Markdown) here, + .json")
 
 
 def run(args) -> int:
     from facealign.evaluation.bench import run_bench
     result = run_bench(args.data, args.model, args.backend, args.split, args.repeats, args.threads, args.output,
-                       args.max_images, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+                       args.max_images, args.cache_dir, log=lambda m: print(m, file=sys.stderr), dlib_ert=args.dlib_ert)
     print(result["markdown"])
     if args.output is not None:
         print(f"wrote {args.output}")

@@ -93,7 +93,11 @@ def _num(v: float | None) -> str:
 
 
 def _label(r: dict) -> str:
-    return "dlib shape predictor (68 pt)" if r["method"] == "dlib" else f"{r.get('model') or r['name']} ({r['method']})"
+    if r["method"] == "dlib":
+        return "dlib shape predictor (68 pt)"
+    if r["method"] == "dlib-ert":
+        return "dlib-ert: dlib's method trained on our faces"
+    return f"{r.get('model') or r['name']} ({r['method']})"
 
 
 def _markdown(columns: list[str], body: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -162,7 +166,7 @@ def choose_default_backends(rows: list[dict], max_nme_change: float) -> dict[str
     """model -> its fastest backend at batch 1 among those whose NME is within `max_nme_change` (relative) of
     the model's torch NME, from one bench run's rows (`facealign.inference.backends.DEFAULT_BACKENDS`)."""
     out = {}
-    for model in dict.fromkeys(r["model"] for r in rows if r["method"] != "dlib"):
+    for model in dict.fromkeys(r["model"] for r in rows if r["model"] is not None):  # not dlib or dlib-ert
         mine = {r["method"]: r for r in rows if r["model"] == model}
         ok = [m for m, r in mine.items() if r["nme"] <= mine["torch"]["nme"] * (1 + max_nme_change)]
         out[model] = min(ok, key=lambda m: mine[m]["ms_batch1"])
@@ -248,19 +252,22 @@ def report_document(result: dict) -> str:
 
 # ---------------------------------------------------------------- parent
 def bench_command(data, models, backends, split, repeats, threads, output=None, max_images=None,
-                  cache_dir=None) -> str:
+                  cache_dir=None, dlib_ert=None) -> str:
     import shlex
     parts = ["facealign", "bench", "--data", str(data), "--model", *map(str, models), "--backend", *backends,
              "--split", split, "--repeats", str(repeats), "--threads", str(threads)]
-    for flag, value in (("--max-images", max_images), ("--cache-dir", cache_dir), ("--output", output)):
+    for flag, value in (("--max-images", max_images), ("--cache-dir", cache_dir), ("--dlib-ert", dlib_ert),
+                        ("--output", output)):
         if value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
 
 
-def bench_rows(models, backends) -> list[dict]:
+def bench_rows(models, backends, dlib_ert=None) -> list[dict]:
     """(model, backend) pairs to measure, then dlib: every model on every backend it has (a packaged model
-    without an int8 graph has no onnx-int8 row; a .pt checkpoint runs on torch only)."""
+    without an int8 graph has no onnx-int8 row; a .pt checkpoint runs on torch only). With `dlib_ert` (a
+    `facealign baseline dlib-ert` run folder or a dlib .dat file), a last row times that predictor exactly as
+    dlib's shipped one is timed (method "dlib-ert", model None, its file in "predictor")."""
     from facealign.models.weights import packaged_int8_path
     rows = []
     for model in models:
@@ -276,7 +283,14 @@ def bench_rows(models, backends) -> list[dict]:
             if backend == "onnx" and Path(str(model)).suffix == ".pt":
                 continue
             rows.append({"method": backend, "model": str(model)})
-    return rows + [{"method": "dlib", "model": None}]
+    rows.append({"method": "dlib", "model": None})
+    if dlib_ert is not None:
+        from facealign.inference.dlib_predictor import is_run
+        if not is_run(dlib_ert):
+            raise ValueError(f"--dlib-ert {dlib_ert}: neither a `facealign baseline dlib-ert` run folder (with "
+                             "predictor.dat) nor a dlib .dat file")
+        rows.append({"method": "dlib-ert", "model": None, "predictor": str(dlib_ert)})
+    return rows
 
 
 def _warm_onnx(model) -> None:
@@ -292,13 +306,13 @@ def _warm_onnx(model) -> None:
 def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BACKENDS), split: str = "common",
               repeats: int = 50, threads: int | None = 1, output: str | os.PathLike | None = None,
               max_images: int | None = None, cache_dir: str | os.PathLike | None = None, command: str | None = None,
-              startup_runs: int = 3, log=print) -> dict:
+              startup_runs: int = 3, log=print, dlib_ert: str | os.PathLike | None = None) -> dict:
     """Benchmark every model on every backend (`bench_rows`) and dlib on `split` of `data`; returns
     {"rows", "machine", "command", "date", "markdown", ...}. With `output`, writes the Markdown report
     there and the raw numbers beside it (.json), atomically.
 
     `threads`: intra-op threads for torch and onnxruntime (None = all available cores). The default 1
-    matches dlib, which is single-threaded, and is robust on a shared machine."""
+    matches dlib, which is single-threaded, and is robust on a shared machine. `dlib_ert`: see `bench_rows`."""
     from facealign.atomic import atomic_write_json, atomic_write_text
     if isinstance(models, (str, os.PathLike)):
         models = [models]
@@ -306,10 +320,12 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; valid: {', '.join(BACKENDS)}")
+    specs = bench_rows(models, backends, dlib_ert)  # first: a bad --dlib-ert fails before any measuring
     threads = int(threads or available_cpus())
     data = Path(data)
     cache_dir = str(cache_dir) if cache_dir is not None else None
-    command = command or bench_command(data, models, backends, split, repeats, threads, output, max_images, cache_dir)
+    command = command or bench_command(data, models, backends, split, repeats, threads, output, max_images, cache_dir,
+                                       dlib_ert)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = machine_info(threads)
     log(f"facealign bench {date}\n{command}")
@@ -318,7 +334,6 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
     for path in unique_images(records, None):
         Path(path).read_bytes()  # warm the OS file cache so row order does not matter
     log(f"{split}: {len(records)} faces, {counts['no_detection']} detector misses")
-    specs = bench_rows(models, backends)
     for model in {s["model"] for s in specs if s["method"] == "onnx"}:
         _warm_onnx(model)
     photo = str(records[0].image)
@@ -327,7 +342,7 @@ def run_bench(data: str | os.PathLike, models=PACKAGED_MODELS, backends=tuple(BA
         for spec in specs:
             spec = {**spec, "data": str(data), "split": split, "repeats": repeats, "threads": threads,
                     "cache_dir": cache_dir, "max_images": max_images}
-            log(f"measuring {spec['model'] or ''} {spec['method']} in fresh processes ...")
+            log(f"measuring {spec['model'] or spec.get('predictor') or ''} {spec['method']} in fresh processes ...")
             row = run_child(spec)
             row.update(measure_startup(spec, photo, tmp, startup_runs))
             rows.append(row)

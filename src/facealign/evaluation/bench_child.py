@@ -74,6 +74,9 @@ def _load_method(spec: dict):
     if spec["method"] == "dlib":
         from facealign.inference.dlib_predictor import DlibPredictor
         return DlibPredictor()
+    if spec["method"] == "dlib-ert":
+        from facealign.inference.dlib_predictor import load_run
+        return load_run(spec["predictor"])
     from facealign.inference.backends import load_runner
     return load_runner(spec["model"], spec["method"], threads=spec["threads"])
 
@@ -204,7 +207,7 @@ from facealign.detection.boxes import get_detector
 from facealign.data.images import load_rgb
 image = load_rgb({image!r})
 dets = np.array([d[0] for d in get_detector("dlib")(image, 1)], np.float32).reshape(-1, 4)
-DlibPredictor().predict(image, dets)
+DlibPredictor({predictor!r}).predict(image, dets)
 from facealign.evaluation.bench_child import peak_rss_mb
 print({prefix!r} + json.dumps({{"rc": 0, "rss": peak_rss_mb(), "torch": "torch" in sys.modules, "timm": "timm" in sys.modules}}))
 """
@@ -213,10 +216,15 @@ print({prefix!r} + json.dumps({{"rc": 0, "rss": peak_rss_mb(), "torch": "torch" 
 def measure_startup(spec: dict, image: str, out_dir: str, runs: int = 3) -> dict:
     """Wall time (interpreter start to exit) and peak RSS of a fresh process that predicts one photo:
     `facealign predict PHOTO --model M --backend B` for our rows; import dlib + HOG detection + its shape
-    predictor for dlib's. One untimed run first (file caches, ONNX cache), then the median of `runs`."""
-    template = _DLIB if spec["method"] == "dlib" else _OURS
+    predictor for dlib's (and for `dlib-ert`, the same with its predictor file). One untimed run first (file
+    caches, ONNX cache), then the median of `runs`."""
+    template = _DLIB if spec["method"] in ("dlib", "dlib-ert") else _OURS
+    predictor = None
+    if spec["method"] == "dlib-ert":
+        from facealign.inference.dlib_predictor import load_run
+        predictor = str(load_run(spec["predictor"]).path)
     code = template.format(image=str(image), out=str(out_dir), model=str(spec.get("model")), backend=spec["method"],
-                           threads=spec["threads"], prefix=RESULT_PREFIX)
+                           threads=spec["threads"], prefix=RESULT_PREFIX, predictor=predictor)
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
     walls, last = [], None
     for i in range(runs + 1):
