@@ -100,10 +100,15 @@ class DeviceFaces:
             maps.append(t.matrix)
         return np.stack(maps), np.stack(coords)
 
-    def batch(self, indices, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, indices, epoch: int = 0) -> SampleParams | None:
+        """The augmentation `batch` applies to these cache indices in this epoch (None: no augmentation)."""
+        return None if self.augment is None else sample_params(indices, self.seed, epoch, self.augment)
+
+    def batch(self, indices, epoch: int = 0, params: SampleParams | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """params: `self.params(indices, epoch)` when already drawn (e.g. for a second cache of the same faces)."""
         indices = np.asarray(indices, dtype=np.int64)
         size = self.cache.spec.size
-        params = None if self.augment is None else sample_params(indices, self.seed, epoch, self.augment)
+        params = self.params(indices, epoch) if params is None else params
         maps, coords = self._maps(indices, params)
         src = self.images[torch.from_numpy(indices).to(self.device)].permute(0, 3, 1, 2).float().div_(255.0)
         theta = torch.from_numpy(grid_theta(maps, self.cache.spec.cache_size)).float().to(self.device)

@@ -56,11 +56,11 @@ class TensorBatches:
         order = list(self.sampler)  # the sampler was set to this epoch: same order as the DataLoader path
         for b in range(len(self)):
             indices = order[b * self.batch_size:(b + 1) * self.batch_size]
-            images, coords = self.faces.batch(indices, epoch)
             if self.teacher_faces is None:
-                yield images, coords
-            else:  # same indices, seed and epoch: the same geometry, flip, photometry and occluder
-                yield images, coords, self.teacher_faces.batch(indices, epoch)[0]
+                yield self.faces.batch(indices, epoch)
+                continue
+            params = self.faces.params(indices, epoch)  # drawn once: the same geometry, flip, photometry, occluder
+            yield (*self.faces.batch(indices, epoch, params), self.teacher_faces.batch(indices, epoch, params)[0])
 
 
 LOADERS = {"tensor": TensorBatches, "workers": WorkerBatches}
