@@ -19,7 +19,7 @@ INTERRUPT_HINT = "continue from the last finished epoch with the same command pl
 TRAIN_FLAGS = ("backbone", "head", "loss", "epochs", "batch_size", "input_size", "lr", "init", "workers", "out", "seed",
                "max_steps", "device", "train_box", "val_box", "cache_dir", "context", "init_model", "init_backbone",
                "loader", "amp", "threads", "layout", "splits", "train_split", "backbone_lr", "pose_balance",
-               "distill_teachers", "distill_weight")
+               "distill_teachers", "distill_weight", "first_stage")
 FLAG_NAMES = {"distill_teachers": "distill"}  # flags not named after their field
 FLAG_METAVARS = {"distill_teachers": "NAME[,NAME...]"}
 # a flag's type, from its field's annotation (a tuple's flag takes its items comma-separated)

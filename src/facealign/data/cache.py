@@ -47,13 +47,15 @@ def zoom_out(m: float) -> np.ndarray:
     return np.array([[1 / m, 0, 0.5 - 0.5 / m], [0, 1 / m, 0.5 - 0.5 / m]])
 
 
-def cache_key(records, boxes: np.ndarray, spec: CacheSpec) -> str:
+def cache_key(records, boxes: np.ndarray, spec: CacheSpec, frames: np.ndarray | None = None) -> str:
     h = hashlib.sha1(json.dumps([CACHE_VERSION, asdict(spec)]).encode())
     for r in records:
         st = Path(r.image).stat()
         h.update(f"{Path(r.image).resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
         h.update(np.ascontiguousarray(r.landmarks, dtype=np.float32).tobytes())
     h.update(np.ascontiguousarray(boxes, dtype=np.float32).tobytes())
+    if frames is not None:  # crops placed by matrices, not boxes: a cache of its own
+        h.update(b"frames" + np.ascontiguousarray(frames, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -116,14 +118,19 @@ def decode_photos(records):
         yield last_image
 
 
-def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, progress: bool = True) -> CropCache:
-    """Crop every face once (or reuse an identical earlier cache) and return the cache."""
+def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, progress: bool = True,
+                     frames: np.ndarray | None = None) -> CropCache:
+    """Crop every face once (or reuse an identical earlier cache) and return the cache.
+
+    boxes: (N, 4) image pixels, each cropped by `CropTransform.from_box(box, spec.context)`; frames: (N, 2, 3)
+    `CropTransform` matrices (image pixels -> normalised crop coords) that place the crops instead (e.g. the
+    similarity-aligned crops of `facealign.data.aligned`; `spec.context` is then already in them)."""
     from tqdm import tqdm
 
     from facealign.data.errors import DataError
     from facealign.data.images import ImageLoadError
     folder = Path(folder)
-    key = cache_key(records, boxes, spec)
+    key = cache_key(records, boxes, spec, frames)
     existing = _existing_cache(folder, key)
     if existing is not None:
         return existing
@@ -134,14 +141,15 @@ def build_crop_cache(records, boxes: np.ndarray, spec: CacheSpec, folder: Path, 
     kept, failed = [], []
     with atomic_path(folder / f"crops-{key}.u8") as tmp:
         mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, c, c, 3))
-        faces = list(zip(records, boxes))
-        for (r, box), last_image in tqdm(zip(faces, decode_photos(r for r, _ in faces)), total=len(faces),
+        faces = list(zip(records, boxes, [None] * len(records) if frames is None else frames))
+        for (r, box, frame), last_image in tqdm(zip(faces, decode_photos(r for r, _, _ in faces)), total=len(faces),
                                          desc=f"caching crops ({c}px)", unit="face", disable=not progress):
             if isinstance(last_image, ImageLoadError):  # indexing reads headers only; pixel data can be damaged
                 failed.append(str(last_image))
                 continue
             i = len(kept)
-            t = CropTransform.from_box(box, spec.context).then(zoom_out(spec.true_margin))
+            t = (CropTransform.from_box(box, spec.context) if frame is None else
+                 CropTransform(np.asarray(frame, np.float64))).then(zoom_out(spec.true_margin))
             mm[i] = t.warp(last_image, c)
             landmarks[i] = t.to_crop(r.landmarks)
             transforms[i] = t.matrix

@@ -31,8 +31,8 @@ def TorchPredictor(model: str | Path, device: str = "cpu", flip_tta: bool | None
     """A trained checkpoint or packaged model behind the evaluation interface (`predict(image, boxes)`).
 
     flip_tta: None = as the model card says; True/False overrides it."""
-    from facealign.inference.backends import LandmarkRunner
-    return LandmarkRunner(model, device, flip_tta=flip_tta)
+    from facealign.inference.backends import load_runner
+    return load_runner(model, "torch", device, flip_tta)  # a second stage's card brings its first stage
 
 
 def _dlib_predictor(device: str = "cpu"):

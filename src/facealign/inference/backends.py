@@ -151,4 +151,12 @@ def load_runner(model="default", backend: str | None = None, device: str = "cpu"
     backend = default_backend(model) if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    return BACKENDS[backend].runner(model, device, flip_tta, threads)
+    runner = BACKENDS[backend].runner(model, device, flip_tta, threads)
+    first = runner.card.get("first_stage")
+    if first:  # a second stage: its first stage runs on the same backend, with its own card's flip
+        from facealign.inference.staged import StagedRunner
+        from facealign.models.weights import PACKAGED_MODELS
+        # int8 graphs exist for packaged models only; another first stage runs on fp32 onnx
+        first_backend = "onnx" if backend == "onnx-int8" and first not in PACKAGED_MODELS else backend
+        runner = StagedRunner(load_runner(first, first_backend, device, None, threads), runner)
+    return runner

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from facealign.detection.boxes import MISS_LABELS
 from facealign.evaluation.evaluate import evaluate
-from facealign.inference.backends import LandmarkRunner
+from facealign.inference.backends import load_runner
 from facealign.atomic import atomic_write_json
 from facealign.models.packaged import load_model, save_packaged
 from facealign.models.weights import PACKAGED_MODELS, packaged_path
@@ -62,7 +62,7 @@ def package_run(run_dir: Path, stem: Path, data: str | None = None, split: str =
         tmp_stem = Path(tmp) / "candidate"
         save_packaged(model, card, tmp_stem)
         if data is not None:
-            runner = LandmarkRunner(tmp_stem.with_suffix(".safetensors"), flip_tta=flip_tta)
+            runner = load_runner(tmp_stem.with_suffix(".safetensors"), "torch", flip_tta=flip_tta)  # + a first stage
             card.update(card_metrics(runner, data, split, card["box_protocol"]))
         save_packaged(model, card, stem)
     return card
@@ -143,7 +143,7 @@ def remeasure_packaged(stem: str | Path, data, split: str = "common", cache_dir=
     stem = packaged_path(str(stem)).with_suffix("") if str(stem) in PACKAGED_MODELS else Path(stem)
     weights, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     _, card = load_model(weights)  # checks the weights against the card's SHA-256
-    runner = LandmarkRunner(weights, flip_tta=card.get("flip_tta", False))
+    runner = load_runner(weights, "torch", flip_tta=card.get("flip_tta", False))
     card.update(card_metrics(runner, data, split, card["box_protocol"], cache_dir))
     card["evaluation"]["command"] = command
     atomic_write_json(card_path, card)

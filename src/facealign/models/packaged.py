@@ -24,7 +24,8 @@ def card_from_config(cfg: dict, scheme: dict | None = None) -> dict:
             "head": cfg["head"], "feature_index": cfg.get("feature_index", -1), "head_kwargs": {},
             "input_size": cfg.get("input_size", cfg.get("size")),  # "size": configs before the rename
             "context": cfg.get("context", 0.1), "box_protocol": cfg.get("val_box", "detector"),
-            "detector": "dlib", "flip_tta": False, "scheme": get_scheme(scheme or cfg.get("scheme")).to_dict()}
+            "detector": "dlib", "flip_tta": False, "scheme": get_scheme(scheme or cfg.get("scheme")).to_dict(),
+            **({"first_stage": cfg["first_stage"]} if cfg.get("first_stage") else {})}
 
 
 def card_scheme(card: dict):

@@ -59,6 +59,13 @@ class TrainConfig:
                                       "the coordinate losses' units, added to the ground-truth loss")
     distill_flip: bool = _opt(False, "teachers also predict the mirrored batch and average (flip test-time "
                                      "augmentation: better targets at twice the teachers' cost)")
+    first_stage: str | None = _opt(None, "train a second stage: a trained model (packaged name, run folder, "
+                                         "checkpoint or .safetensors) whose landmarks place this model's crops. "
+                                         "Training crops are similarity-aligned (eye line level, "
+                                         "facealign.data.aligned) from each face's ground truth, augmentation "
+                                         "standing in for the first stage's errors; validation crops from the "
+                                         "first stage's prediction on the detector box; `context` enlarges the "
+                                         "landmarks' box (null: a one-stage model cropping the face box)")
     input_size: int = _opt(224, "network input side, pixels (the model card's input_size)")
     batch_size: int = _opt(64, "global batch (divided among DDP processes)")
     epochs: int = _opt(40, "training epochs")
@@ -174,6 +181,12 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
     from facealign.detection.detectors import check_detector
     for name in str(values.get("train_detectors", "dlib")).split("+"):
         check_detector(name)  # an unknown name: ValueError listing the valid ones
+    if values.get("first_stage"):
+        from facealign.models.weights import model_file
+        try:
+            model_file(str(values["first_stage"]))
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"first_stage: {e}") from None
     if values.get("init_model") and values.get("init_backbone"):
         raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
     return TrainConfig(**values)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facealign.data.cache import CacheSpec, build_crop_cache
+from facealign.data.aligned import aligned_or_box, aligned_transform
+from facealign.data.cache import CacheSpec, build_crop_cache, decode_photos
 from facealign.data.counts import DETECTOR_MISS, UNDECODABLE, face_counts, split_skipped
 from facealign.data.errors import DataError
 from facealign.data.images import load_rgb
@@ -28,6 +29,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
         raise DataError("no training data given: `facealign train --data ROOT` (a data root or a pack file)")
     detectors = cfg.train_detectors.split("+")
     if is_pack(cfg.data):  # a `facealign data pack` file: no raw photos, detector or box cache needed
+        if cfg.first_stage:
+            raise DataError("first_stage: a second stage crops from the photos; train it from the data root, "
+                            "not a pack")
         if len(detectors) > 1 and cfg.train_box == "detector":
             raise DataError(f"train_detectors={cfg.train_detectors}: a pack holds one detector's boxes; train "
                             "from the data root to crop with several detectors")
@@ -57,10 +61,14 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
         val = [r for r in val if _detected(r, box_cache)] if cfg.val_box == "detector" else val
     train_records, train_boxes, crops_per_detector = _training_crops(
         train, cfg, box_caches if cfg.train_box == "detector" else box_caches[:1])
-    caches = [build_crop_cache(train_records, train_boxes, spec, folder, progress=progress)]
+    frames = None if not cfg.first_stage else np.stack(
+        [aligned_transform(r.landmarks, cfg.context, cfg.scheme).matrix for r in train_records])
+    caches = [build_crop_cache(train_records, train_boxes, spec, folder, progress=progress, frames=frames)]
     if cfg.val_fraction != 0:
         boxes, _ = boxes_for(val, cfg.val_box, cache=box_cache, detect=True)
-        caches.append(build_crop_cache(val, boxes, spec, folder, progress=progress))
+        frames = None if not cfg.first_stage else first_stage_frames(cfg.first_stage, val, boxes, cfg.context,
+                                                                       cfg.scheme, progress)
+        caches.append(build_crop_cache(val, boxes, spec, folder, progress=progress, frames=frames))
     for c in box_caches:
         c.save()
     # counts are faces: a face cropped by two detectors is one training face (two crops)
@@ -75,6 +83,24 @@ def prepare_data(cfg: TrainConfig, progress: bool = True, counts: dict | None = 
         return caches[0], None, []  # a final fit on every training face: no validation
     cached = set(caches[1].keys)  # faces whose image failed to decode are not in the cache
     return caches[0], caches[1], [r for r in val if r.key in cached]
+
+
+def first_stage_frames(first_stage: str, records, boxes: np.ndarray, context: float, scheme: str,
+                       progress: bool = True) -> np.ndarray:
+    """(N, 2, 3) aligned-crop matrices placed by the first stage's landmarks on each face's box, as a
+    second stage sees its faces at inference (the first stage on the torch backend, its card's flip)."""
+    from tqdm import tqdm
+
+    from facealign.inference.backends import load_runner
+    runner = load_runner(first_stage, backend="torch")
+    out = []
+    for (r, box), image in tqdm(zip(zip(records, boxes), decode_photos(records)), total=len(records),
+                                desc="first stage", unit="face", disable=not progress):
+        if isinstance(image, Exception):  # the crop cache skips it too; any frame keeps the count
+            out.append(aligned_transform(r.landmarks, context, scheme).matrix)
+            continue
+        out.append(aligned_or_box(runner.predict(image, box[None])[0], box, context, scheme).matrix)
+    return np.stack(out)
 
 
 def _training_crops(train, cfg: TrainConfig, box_caches: list[BoxCache]):
