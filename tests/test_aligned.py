@@ -169,3 +169,14 @@ def test_first_stage_must_exist_and_needs_photos(data, tmp_path):
     write_pack(data, pack, box="gt", size=32, progress=False, cache_dir=tmp_path / "b")
     with pytest.raises(DataError, match="first_stage: a second stage crops from the photos"):
         prepare_data(tiny_config(pack, tmp_path, first_stage="default160"), progress=False)
+
+
+def test_cli_first_stage_flag_and_its_error(data, tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "facealign.cli", "train", "--data", str(data), "--first-stage",
+                           str(tmp_path / "nope"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"facealign: error: first_stage: model '{tmp_path / 'nope'}' is "
+                                                f"neither a file nor one of: default, default160, fast (nor a "
+                                                f"training run folder with checkpoint_best.pt)"]

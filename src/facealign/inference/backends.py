@@ -155,8 +155,9 @@ def load_runner(model="default", backend: str | None = None, device: str = "cpu"
     first = runner.card.get("first_stage")
     if first:  # a second stage: its first stage runs on the same backend, with its own card's flip
         from facealign.inference.staged import StagedRunner
-        from facealign.models.weights import PACKAGED_MODELS
-        # int8 graphs exist for packaged models only; another first stage runs on fp32 onnx
-        first_backend = "onnx" if backend == "onnx-int8" and first not in PACKAGED_MODELS else backend
+        from facealign.models.weights import PACKAGED_MODELS, packaged_path
+        # an int8 graph exists only where `facealign quantize` shipped one; otherwise the first stage runs fp32 onnx
+        has_int8 = first in PACKAGED_MODELS and packaged_path(first).with_suffix(".int8.onnx").is_file()
+        first_backend = "onnx" if backend == "onnx-int8" and not has_int8 else backend
         runner = StagedRunner(load_runner(first, first_backend, device, None, threads), runner)
     return runner
