@@ -6,8 +6,9 @@ Faces: `val` is the training pool's held-out 20% (by photo, seed 0, detector mis
 getting its ground-truth landmark box (`gt-box`, the same box for every row). A one-stage row runs the model
 on the box with its card's flip; a two-stage row runs the first stage on the box (its card's flip unless
 --first-no-flip), then the second on the crop aligned from those landmarks (`facealign.data.aligned`), with
-flip. Times are median ms per face of the whole prediction (crops included), torch, --threads threads;
-only comparable between rows of one run on an otherwise idle machine.
+flip; with --iterate, also the second stage run again on the crop its own landmarks place (`x2`). Times are
+median ms per face of the whole prediction (crops included), torch, --threads threads; only comparable between
+rows of one run on an otherwise idle machine.
 
     python benchmarks/second_stage.py --data ../shared/data/300W --second RUN --first default160 fast \
         --baselines default default160
@@ -59,6 +60,8 @@ def main() -> None:
     p.add_argument("--baselines", nargs="*", default=["default", "default160"], help="one-stage models")
     p.add_argument("--splits", nargs="+", default=["val", "common"])
     p.add_argument("--first-no-flip", action="store_true", help="also rows with the first stage's flip off")
+    p.add_argument("--iterate", action="store_true", help="also rows that run each second stage twice (its own "
+                                                               "output placing its second crop)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     import torch
@@ -76,8 +79,10 @@ def main() -> None:
         for first in args.first:
             for flip in ([None, False] if args.first_no_flip else [None]):
                 f = plain(first, flip)
-                rows.append((f"{first}{'' if f.flip_tta else ' (no flip)'} -> {second}",
-                             StagedRunner(f, plain(second, True))))
+                name, staged = f"{first}{'' if f.flip_tta else ' (no flip)'} -> {second}", StagedRunner(f, plain(second, True))
+                rows.append((name, staged))
+                if args.iterate:
+                    rows.append((f"{name} x2", StagedRunner(staged, plain(second, True))))
     for split in args.splits:
         records, boxes = faces(args.data, split)
         images = [load_rgb(r.image) for r in records]
