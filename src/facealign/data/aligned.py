@@ -17,7 +17,7 @@ from facealign.data.schemes import get_scheme
 def eye_centres(landmarks: np.ndarray, scheme=None) -> tuple[np.ndarray, np.ndarray]:
     """(subject's right eye, subject's left eye) centres, (..., 2) pixels, from (..., K, 2) landmarks: the
     scheme's pupil groups' centroids, else its outer eye corners. ValueError for a scheme with neither."""
-    s = get_scheme(scheme) if not hasattr(scheme, "num_points") else scheme
+    s = get_scheme(scheme)
     lm = np.asarray(landmarks, np.float64)
     if s.pupils is not None:
         return lm[..., list(s.pupils[0]), :].mean(-2), lm[..., list(s.pupils[1]), :].mean(-2)

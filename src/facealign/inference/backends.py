@@ -155,9 +155,8 @@ def load_runner(model="default", backend: str | None = None, device: str = "cpu"
     first = runner.card.get("first_stage")
     if first:  # a second stage: its first stage runs on the same backend, with its own card's flip
         from facealign.inference.staged import StagedRunner
-        from facealign.models.weights import PACKAGED_MODELS, packaged_path
+        from facealign.models.weights import has_int8
         # an int8 graph exists only where `facealign quantize` shipped one; otherwise the first stage runs fp32 onnx
-        has_int8 = first in PACKAGED_MODELS and packaged_path(first).with_suffix(".int8.onnx").is_file()
-        first_backend = "onnx" if backend == "onnx-int8" and not has_int8 else backend
+        first_backend = "onnx" if backend == "onnx-int8" and not has_int8(first) else backend
         runner = StagedRunner(load_runner(first, first_backend, device, None, threads), runner)
     return runner

@@ -33,7 +33,10 @@ class CropRunner:
         self.scheme = get_scheme(card.get("scheme"))
 
     def crops(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list[CropTransform]]:
-        transforms = [CropTransform.from_box(b, self.context) for b in boxes]
+        return self.warp_crops(image, [CropTransform.from_box(b, self.context) for b in boxes])
+
+    def warp_crops(self, image: np.ndarray, transforms: list[CropTransform]) -> tuple[np.ndarray, list[CropTransform]]:
+        """((N, 3, S, S) normalised network crops, `transforms`) of `image` through each transform."""
         return np.stack([normalize(t.warp(image, self.input_size)) for t in transforms]), transforms
 
     def predict_crops(self, batch: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from facealign.data.aligned import aligned_or_box
-from facealign.data.transforms import normalize
 from facealign.inference.runner import CropRunner
 
 
@@ -28,5 +27,4 @@ class StagedRunner(CropRunner):
     def crops(self, image: np.ndarray, boxes: np.ndarray):
         """The second stage's crops: aligned from the first stage's landmarks on `boxes`."""
         first = self.first.predict(image, boxes)
-        transforms = [aligned_or_box(lm, b, self.context, self.scheme) for lm, b in zip(first, boxes)]
-        return np.stack([normalize(t.warp(image, self.input_size)) for t in transforms]), transforms
+        return self.warp_crops(image, [aligned_or_box(lm, b, self.context, self.scheme) for lm, b in zip(first, boxes)])

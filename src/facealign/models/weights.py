@@ -37,10 +37,15 @@ def model_file(model: str | Path) -> Path:
     return path
 
 
+def has_int8(name) -> bool:
+    """Whether `name` is a packaged model shipped with a static-int8 ONNX graph (`facealign quantize`)."""
+    return name in PACKAGED_MODELS and packaged_path(name).with_suffix(".int8.onnx").is_file()
+
+
 def packaged_int8_path(name: str) -> Path:
     """The shipped static-int8 ONNX graph of a packaged model (`facealign quantize`), weights/<name>.int8.onnx."""
     path = packaged_path(name).with_suffix(".int8.onnx")
     if not path.is_file():
-        have = [m for m in PACKAGED_MODELS if packaged_path(m).with_suffix(".int8.onnx").is_file()]
+        have = [m for m in PACKAGED_MODELS if has_int8(m)]
         raise ValueError(f"packaged model {name!r} has no int8 graph; models with one: {', '.join(have) or 'none'}")
     return path

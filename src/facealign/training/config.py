@@ -182,11 +182,7 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
     for name in str(values.get("train_detectors", "dlib")).split("+"):
         check_detector(name)  # an unknown name: ValueError listing the valid ones
     if values.get("first_stage"):
-        from facealign.models.weights import model_file
-        try:
-            model_file(str(values["first_stage"]))
-        except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"first_stage: {e}") from None
+        check_model_spec("first_stage", str(values["first_stage"]))
     if values.get("init_model") and values.get("init_backbone"):
         raise ValueError("init_model and init_backbone exclude each other (init_model already sets the backbone)")
     return TrainConfig(**values)
@@ -195,15 +191,21 @@ def make_config(preset: str | None = None, base: dict | None = None, **overrides
 def check_teachers(teachers: str | list | tuple) -> tuple[str, ...]:
     """distill_teachers as a tuple (a string is comma-separated); each must name a model file (ValueError
     listing what is accepted otherwise)."""
-    from facealign.models.weights import model_file
     names = tuple(t.strip() for t in teachers.split(",") if t.strip()) if isinstance(teachers, str) else \
         tuple(str(t) for t in teachers)
     for name in names:
-        try:
-            model_file(name)
-        except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"distill_teachers: {e}") from None
+        check_model_spec("distill_teachers", name)
     return names
+
+
+def check_model_spec(field_name: str, spec: str) -> None:
+    """A config field's model spec must name a model file (ValueError, prefixed with the field, listing what is
+    accepted otherwise)."""
+    from facealign.models.weights import model_file
+    try:
+        model_file(spec)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"{field_name}: {e}") from None
 
 
 def config_dict(cfg: TrainConfig) -> dict:
